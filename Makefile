@@ -1,0 +1,54 @@
+# Every target bootstraps .venv (Python 3.12 + pinned requirements) by itself.
+SHELL := /bin/bash
+PY_SYS ?= python3.12
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export UV_PYTHON_DOWNLOADS := never
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help venv train test test-all figures bench lint format lock clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt requirements-nodeps.txt
+	@$(PY_SYS) -c 'import sys; assert sys.version_info[:2] == (3, 12), sys.version' 2>/dev/null || { \
+	  echo "error: python3.12 is required (found: $$($(PY_SYS) --version 2>&1)); install CPython 3.12 or select it with pyenv (.python-version says 3.12)" >&2; exit 1; }
+	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check uv==0.13.9
+	$(VENV)/bin/uv pip install -q -p $(PY) -r requirements.txt
+	$(VENV)/bin/uv pip install -q -p $(PY) --no-deps -r requirements-nodeps.txt
+	$(VENV)/bin/uv pip install -q -p $(PY) --no-deps -e .
+	@touch $@
+
+venv: $(STAMP)  ## create .venv with the pinned dependencies
+
+train: $(STAMP)  ## the main job: Sketchy on the offline ogbg_molpcba mini dataset (CPU, minutes)
+	$(PY) launch/train.py
+
+test: $(STAMP)  ## fast test suite (CPU, no network)
+	$(PY) -m pytest -q -n 2 -m "not slow" tests
+
+test-all: $(STAMP)  ## every test, slow real-data runs included
+	$(PY) -m pytest -q -n 2 tests
+
+figures: $(STAMP)  ## regenerate results/tables and results/figures from results/
+	$(PY) -m results.make_figures
+
+bench: $(STAMP)  ## optimizer benchmarks (prints tables of ratios)
+	$(PY) benchmarks/optimizer_step.py
+
+lint: $(STAMP)  ## ruff lint + format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)  ## apply ruff format and autofixes
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+lock: $(STAMP)  ## re-pin requirements.txt from requirements.in (no registry URLs)
+	$(VENV)/bin/uv pip compile -q -p $(PY) --no-header requirements.in -o requirements.txt
+
+clean:  ## remove caches and run outputs (keeps .venv)
+	rm -rf .pytest_cache .ruff_cache runs outputs multirun

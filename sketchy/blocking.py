@@ -1,0 +1,91 @@
+"""How a parameter tensor is reshaped and cut into blocks for Kronecker-factored preconditioning.
+
+A parameter of shape ``s`` is (1) skipped (graft-only) if it has a dimension above
+``max_precond_dim``; (2) squeezed of unit dimensions and merged: adjacent dimensions are
+multiplied together while the product stays ``<= block_size`` (so a ``3x3x64x64`` kernel is
+preconditioned as ``576 x 64``); (3) skipped if fewer than two dimensions remain (biases,
+norms); (4) cut into blocks: a dimension ``d > block_size`` is split into
+``n = ceil(d / block_size)`` equal blocks of ``ceil(d / n)`` (zero-padded by fewer than
+``n`` entries), so every block of a parameter has the same shape and the per-block work is
+one ``vmap``. (Equal splitting rather than ``block_size`` chunks plus a remainder wastes at
+most ``n - 1`` padded rows, where padding to a multiple of ``block_size`` can waste
+``block_size - 1``.)
+"""
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class BlockPlan(NamedTuple):
+    """Static description of how one parameter is preconditioned (hashable, shape-only)."""
+
+    shape: tuple[int, ...]  # original parameter shape
+    merged: tuple[int, ...]  # shape after squeezing and merging
+    num_blocks: tuple[int, ...]  # blocks per merged dimension
+    block_shape: tuple[int, ...]  # shape of every block
+
+    @property
+    def total_blocks(self) -> int:
+        return math.prod(self.num_blocks)
+
+    @property
+    def padded(self) -> tuple[int, ...]:
+        return tuple(n * b for n, b in zip(self.num_blocks, self.block_shape, strict=True))
+
+
+def merge_dims(shape: tuple[int, ...], max_size: int) -> tuple[int, ...]:
+    """Drop unit dims, then greedily merge adjacent dims while the product is ``<= max_size``."""
+    merged: list[int] = []
+    for d in shape:
+        if d == 1:
+            continue
+        if merged and merged[-1] * d <= max_size:
+            merged[-1] *= d
+        else:
+            merged.append(d)
+    return tuple(merged)
+
+
+def plan_blocks(shape: tuple[int, ...], block_size: int, max_precond_dim: int) -> BlockPlan | None:
+    """The block plan of a parameter, or ``None`` when it is graft-only."""
+    shape = tuple(int(d) for d in shape)
+    if any(d > max_precond_dim for d in shape):
+        return None
+    merged = merge_dims(shape, block_size)
+    if len(merged) < 2:
+        return None
+    num_blocks = tuple(-(-d // block_size) for d in merged)
+    block_shape = tuple(-(-d // n) for d, n in zip(merged, num_blocks, strict=True))
+    return BlockPlan(shape, merged, num_blocks, block_shape)
+
+
+def to_blocks(x: jax.Array, plan: BlockPlan) -> jax.Array:
+    """``x`` (parameter-shaped) -> ``[total_blocks, *block_shape]``."""
+    x = x.reshape(plan.merged)
+    pad = [(0, p - d) for p, d in zip(plan.padded, plan.merged, strict=True)]
+    if any(hi for _, hi in pad):
+        x = jnp.pad(x, pad)
+    p = len(plan.merged)
+    interleaved = [v for nb in zip(plan.num_blocks, plan.block_shape, strict=True) for v in nb]
+    x = x.reshape(interleaved)
+    # (n0, b0, n1, b1, ...) -> (n0, n1, ..., b0, b1, ...)
+    x = x.transpose([2 * i for i in range(p)] + [2 * i + 1 for i in range(p)])
+    return x.reshape((plan.total_blocks, *plan.block_shape))
+
+
+def from_blocks(blocks: jax.Array, plan: BlockPlan) -> jax.Array:
+    """Inverse of :func:`to_blocks`."""
+    p = len(plan.merged)
+    x = blocks.reshape((*plan.num_blocks, *plan.block_shape))
+    order = [v for i in range(p) for v in (i, p + i)]
+    x = x.transpose(order).reshape(plan.padded)
+    x = x[tuple(slice(0, d) for d in plan.merged)]
+    return x.reshape(plan.shape)
+
+
+def matricize(block: jax.Array, axis: int) -> jax.Array:
+    """``[b0, ..., bp]`` -> ``[b_axis, prod(others)]`` (the axis' rows, all else as columns)."""
+    return jnp.moveaxis(block, axis, 0).reshape(block.shape[axis], -1)

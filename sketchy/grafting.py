@@ -1,0 +1,58 @@
+"""Layer-wise grafting: borrow the per-tensor step size of a first-order method.
+
+Shampoo-family directions have an arbitrary overall scale (the statistics' normalization,
+the root exponent, epsilon). Grafting (Agarwal et al. 2020) fixes it per parameter tensor:
+``update = P g * ||graft(g)|| / ||P g||``. The graft directions are optax transforms, so
+their state, numerics and checkpointing are optax's.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+GRAFTS = ("rmsprop", "adagrad", "adafactor", "sgd", "none")
+
+
+def _bias_corrected_decay(b2: float):
+    """Per-step decay that makes an EMA equal to the bias-corrected one (Adam's ``nu_hat``).
+
+    ``beta_t = b2 (1 - b2^(t-1)) / (1 - b2^t)`` with ``t = step + 1``; it is 0 at the first
+    step, so the first estimate is ``g^2`` rather than ``(1 - b2) g^2``.
+    """
+
+    def fn(step, _unused_decay_rate):
+        t = jnp.asarray(step, jnp.float32) + 1.0
+        return b2 * (1.0 - b2 ** (t - 1.0)) / (1.0 - b2**t)
+
+    return fn
+
+
+def graft_transform(graft: str, b2: float, eps: float) -> optax.GradientTransformation:
+    """The first-order direction whose per-tensor norm the preconditioned update takes.
+
+    - ``rmsprop``: ``g / (sqrt(nu_hat) + eps)`` with ``nu`` the ``b2``-EMA of ``g^2``,
+      bias-corrected (Adam without momentum). O(mn) state.
+    - ``adagrad``: ``g / (sqrt(sum g^2) + eps)``. O(mn) state.
+    - ``adafactor``: RMSProp with Adafactor's factored second moment (row and column
+      EMAs, O(m + n) state for tensors whose two largest dims are >= 128), bias-corrected.
+    - ``sgd`` and ``none``: the gradient itself (``none`` also disables the rescaling).
+    """
+    if graft == "rmsprop":
+        return optax.scale_by_rms(decay=b2, eps=eps, eps_in_sqrt=False, bias_correction=True)
+    if graft == "adagrad":
+        return optax.scale_by_rss(initial_accumulator_value=0.0, eps=eps)
+    if graft == "adafactor":
+        # optax adds eps inside the sqrt (epsilon ** 2 there is the usual Adafactor eps1).
+        return optax.scale_by_factored_rms(
+            decay_rate=b2, epsilon=eps * eps, decay_rate_fn=_bias_corrected_decay(b2)
+        )
+    if graft in ("sgd", "none"):
+        return optax.identity()
+    raise ValueError(f"graft must be one of {GRAFTS}, got {graft!r}")
+
+
+def graft_norm(direction: jax.Array, graft_direction: jax.Array) -> jax.Array:
+    """``direction * ||graft_direction|| / ||direction||`` (0 where ``direction`` is 0)."""
+    norm = jnp.linalg.norm(direction.ravel())
+    graft = jnp.linalg.norm(graft_direction.ravel())
+    return direction * jnp.where(norm > 0, graft / jnp.where(norm > 0, norm, 1.0), 0.0)

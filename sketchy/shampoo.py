@@ -1,0 +1,172 @@
+"""Blocked, grafted Shampoo (Gupta et al. 2018; Anil et al. 2020): the paper's baseline.
+
+Per block and axis ``i`` of an order-``p`` block ``G``, with ``G_(i)`` the ``d_i x n``
+matricization along ``i``::
+
+    L_i <- b2 L_i + (1 - b2) G_(i) G_(i)^T            (every step; b2 = 1: plain sum)
+    P_i  = (L_i + eps' I)^(-1/(2p))                   (every ``update_freq`` steps, eigh)
+    D    = G x_1 P_1 ... x_p P_p,   update = D ||graft(G)|| / ||D||
+
+``eps' = eps * lambda_max(L_i)`` with ``relative_eps`` (scale-free; keeps the condition
+number below ``1/eps``, which float32 ``eigh`` handles for ``eps >= 1e-6``).
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sketchy.kronecker import (
+    KroneckerRule,
+    keep_if,
+    per_axis_update,
+    scale_by_kronecker,
+    validate_update_freq,
+)
+from sketchy.optimizer_chain import with_momentum_and_lr
+
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+class ShampooFactor(NamedTuple):
+    """One Kronecker factor: the EMA statistic and its cached inverse root (both ``d x d``)."""
+
+    statistics: jax.Array
+    preconditioner: jax.Array
+
+
+def inverse_root(stat: jax.Array, exponent: float, eps: float, relative_eps: bool = True):
+    """``(stat + eps' I)^(-exponent)`` by ``eigh`` in float32 and whether it succeeded.
+
+    Negative eigenvalues (rounding) are clipped to 0. Returns ``(root, ok, empty)``:
+    ``empty`` when ``stat`` has no positive eigenvalue (nothing to invert yet).
+    """
+    w, v = jnp.linalg.eigh(stat)
+    top = jnp.max(w)
+    floor = eps * top if relative_eps else eps
+    scale = (jnp.maximum(w, 0.0) + floor) ** (-exponent)
+    root = jnp.matmul(v * scale[None, :], v.T, precision=HIGHEST)
+    empty = top <= 0
+    ok = jnp.all(jnp.isfinite(root)) & jnp.isfinite(top)
+    return root, ok, empty
+
+
+def shampoo_rule(*, b2: float, eps: float, relative_eps: bool, update_freq: int) -> KroneckerRule:
+    w_new = 1.0 if b2 == 1.0 else 1.0 - b2
+
+    def init_factor(d):
+        return ShampooFactor(jnp.zeros((d, d), jnp.float32), jnp.eye(d, dtype=jnp.float32))
+
+    def update_factor(f, x):
+        gram = jnp.matmul(x, x.T, precision=HIGHEST)
+        return f._replace(statistics=b2 * f.statistics + w_new * gram), False
+
+    def refresh_factor(f, exponent):
+        root, ok, empty = inverse_root(f.statistics, exponent, eps, relative_eps)
+        new = f._replace(preconditioner=root)
+        return keep_if(ok & ~empty, new, f), ~ok
+
+    def apply_factor(f, y, exponent):
+        del exponent
+        return jnp.matmul(f.preconditioner, y, precision=HIGHEST)
+
+    return KroneckerRule(
+        init_factor=init_factor,
+        update_block=per_axis_update(update_factor),
+        refresh_factor=refresh_factor,
+        apply_factor=apply_factor,
+        stats_every=1,
+        refresh_every=update_freq,
+    )
+
+
+def scale_by_shampoo(
+    *,
+    block_size: int = 1024,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    relative_eps: bool = True,
+    update_freq: int = 10,
+    start_preconditioning_step: int = 10,
+    graft: str = "rmsprop",
+    graft_eps: float = 1e-8,
+    max_precond_dim: int = 4096,
+    exponent_override: float | None = None,
+) -> optax.GradientTransformation:
+    """Shampoo's preconditioned, grafted direction (no momentum, no learning rate).
+
+    Args:
+      block_size: dims above it are split into equal blocks; smaller adjacent dims are
+        merged up to it (:mod:`sketchy.blocking`).
+      b2: EMA factor of the statistics (1.0: sum, as in AdaGrad) and of the graft.
+      eps: epsilon added to the statistics' eigenvalues (relative to the largest one if
+        ``relative_eps``).
+      update_freq: recompute inverse roots every this many steps (statistics: every step).
+      start_preconditioning_step: before it, the update is the graft direction.
+      graft: ``rmsprop`` | ``adagrad`` | ``adafactor`` | ``sgd`` | ``none``.
+      graft_eps: epsilon of the graft direction.
+      max_precond_dim: parameters with a larger dimension are graft-only.
+      exponent_override: use ``P = (L + eps' I)^(-exponent_override)`` instead of ``1/(2p)``.
+
+    References: Gupta et al. 2018 (arXiv 1802.09568); Anil et al. 2020 (arXiv 2002.09018).
+    """
+    validate_update_freq(update_freq)
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps!r}")
+    rule = shampoo_rule(b2=b2, eps=eps, relative_eps=relative_eps, update_freq=update_freq)
+    return scale_by_kronecker(
+        rule,
+        block_size=block_size,
+        max_precond_dim=max_precond_dim,
+        b2=b2,
+        graft=graft,
+        graft_eps=graft_eps,
+        start_preconditioning_step=start_preconditioning_step,
+        exponent_override=exponent_override,
+    )
+
+
+def shampoo(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    b1: float = 0.9,
+    nesterov: bool = True,
+    weight_decay: float = 0.0,
+    weight_decay_mask=None,
+    block_size: int = 1024,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    relative_eps: bool = True,
+    update_freq: int = 10,
+    start_preconditioning_step: int = 10,
+    graft: str = "rmsprop",
+    graft_eps: float = 1e-8,
+    max_precond_dim: int = 4096,
+    exponent_override: float | None = None,
+) -> optax.GradientTransformation:
+    """Shampoo: :func:`scale_by_shampoo` + momentum ``b1`` (Nesterov), weight decay, -lr.
+
+    See :func:`scale_by_shampoo` for the preconditioner's arguments and
+    :func:`sketchy.optimizer_chain.with_momentum_and_lr` for the rest.
+    """
+    direction = scale_by_shampoo(
+        block_size=block_size,
+        b2=b2,
+        eps=eps,
+        relative_eps=relative_eps,
+        update_freq=update_freq,
+        start_preconditioning_step=start_preconditioning_step,
+        graft=graft,
+        graft_eps=graft_eps,
+        max_precond_dim=max_precond_dim,
+        exponent_override=exponent_override,
+    )
+    return with_momentum_and_lr(
+        direction,
+        learning_rate,
+        b1=b1,
+        nesterov=nesterov,
+        weight_decay=weight_decay,
+        weight_decay_mask=weight_decay_mask,
+    )

@@ -1,0 +1,186 @@
+"""Sketchy, i.e. S-Shampoo (paper Alg. 3 with the EMA of Sec. 4.3): Shampoo whose Kronecker
+factors are frequent-directions sketches of rank ``k`` instead of dense ``d x d`` matrices.
+
+Per block and axis ``i`` (order-``p`` block ``G``, matricization ``G_(i)``), every
+``update_freq`` steps on that step's gradient only (the paper's protocol)::
+
+    (Lbar_i, rho) = FD-update(b2 * Lbar_i, G_(i) G_(i)^T)      # rank-k sketch, U diag(lam) U^T
+    tau_i <- b2 tau_i + rho                                   # escaped mass ("tail")
+
+and every step the factor's inverse root is applied in O(d k) per column::
+
+    P_i y = U diag((lam + tau + eps')^(-1/(2p))) U^T y + (tau + eps')^(-1/(2p)) (I - U U^T) y
+
+then the direction is grafted like Shampoo's. State per factor is ``d k + k + 1`` floats
+(``U``, ``lam``, ``tau``) against Shampoo's ``2 d^2``: for ``d = 1024, k = 256`` the
+statistics shrink 4x and statistics + inverse roots 8x. An axis with ``d <= rank`` is kept
+exactly. With ``rank >= d`` the direction equals Shampoo's up to a scalar: the sketch sums
+``b2 S + G G^T`` where Shampoo's EMA is ``b2 L + (1 - b2) G G^T``, so ``S = L / (1 - b2)``
+and before grafting Sketchy's direction is ``sqrt(1 - b2)`` times Shampoo's (exponents
+``1/(2p)`` over ``p`` axes); after grafting they are equal.
+
+Reference: Feinberg et al., "Sketchy: Memory-efficient Adaptive Regularization with
+Frequent Directions", NeurIPS 2023 (arXiv 2302.03764).
+"""
+
+from typing import Literal
+
+import jax.numpy as jnp
+import optax
+
+from sketchy.frequent_directions import (
+    FDMethod,
+    fd_init,
+    fd_inverse_root_apply,
+    fd_update,
+)
+from sketchy.kronecker import (
+    KroneckerRule,
+    per_axis_update,
+    scale_by_kronecker,
+    validate_update_freq,
+)
+from sketchy.optimizer_chain import with_momentum_and_lr
+
+TailDecay = Literal["b2", "sqrt_b2"]
+
+
+def sketchy_rule(
+    *,
+    rank: int,
+    b2: float,
+    eps: float,
+    relative_eps: bool,
+    update_freq: int,
+    tail_decay: TailDecay,
+    fd_method: FDMethod,
+) -> KroneckerRule:
+    tail_factor = b2 if tail_decay == "b2" else b2**0.5
+
+    def update_factor(f, x):
+        new, rho = fd_update(f, x, decay=b2, tail_decay=tail_factor, method=fd_method)
+        return new, jnp.isnan(rho)
+
+    def apply_factor(f, y, exponent):
+        return fd_inverse_root_apply(f, y, exponent, eps, relative_eps)
+
+    return KroneckerRule(
+        init_factor=lambda d: fd_init(d, rank, jnp.float32),
+        update_block=per_axis_update(update_factor),
+        # The inverse root is O(k) from (lam, tau): computed when applied, never stored.
+        refresh_factor=lambda f, exponent: (f, False),
+        apply_factor=apply_factor,
+        stats_every=update_freq,
+        refresh_every=update_freq,
+    )
+
+
+def scale_by_sketchy(
+    *,
+    rank: int = 256,
+    block_size: int = 1024,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    relative_eps: bool = True,
+    update_freq: int = 10,
+    start_preconditioning_step: int = 10,
+    graft: str = "rmsprop",
+    graft_eps: float = 1e-8,
+    max_precond_dim: int = 4096,
+    exponent_override: float | None = None,
+    tail_decay: TailDecay = "b2",
+    fd_method: FDMethod = "svd",
+) -> optax.GradientTransformation:
+    """Sketchy's (S-Shampoo's) preconditioned, grafted direction (no momentum, no lr).
+
+    Args:
+      rank: directions ``k`` kept per factor (the paper's ``l - 1``; paper runs: 256).
+      block_size, b2, eps, relative_eps, start_preconditioning_step, graft, graft_eps,
+        max_precond_dim, exponent_override: as in :func:`sketchy.scale_by_shampoo`;
+        ``b2`` decays the sketch and the tail per FD step.
+      update_freq: the FD step runs every this many steps, on that step's gradient.
+      tail_decay: ``"b2"`` (paper, Obs. 6) or ``"sqrt_b2"`` (one reference implementation
+        decays the escaped mass by ``sqrt(b2)`` while the sketch decays by ``b2``).
+      fd_method: ``"svd"`` (thin SVD, never forms ``d x d``) or ``"eigh"`` (Gram + eigh:
+        2-3x faster refresh steps, Shampoo-like precision); see
+        :func:`sketchy.frequent_directions.fd_update`.
+    """
+    if not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"rank must be an integer >= 1, got {rank!r}")
+    validate_update_freq(update_freq)
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps!r}")
+    if tail_decay not in ("b2", "sqrt_b2"):
+        raise ValueError(f"tail_decay must be 'b2' or 'sqrt_b2', got {tail_decay!r}")
+    if fd_method not in ("svd", "eigh"):
+        raise ValueError(f"fd_method must be 'svd' or 'eigh', got {fd_method!r}")
+    rule = sketchy_rule(
+        rank=rank,
+        b2=b2,
+        eps=eps,
+        relative_eps=relative_eps,
+        update_freq=update_freq,
+        tail_decay=tail_decay,
+        fd_method=fd_method,
+    )
+    return scale_by_kronecker(
+        rule,
+        block_size=block_size,
+        max_precond_dim=max_precond_dim,
+        b2=b2,
+        graft=graft,
+        graft_eps=graft_eps,
+        start_preconditioning_step=start_preconditioning_step,
+        exponent_override=exponent_override,
+    )
+
+
+def sketchy(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    b1: float = 0.9,
+    nesterov: bool = True,
+    weight_decay: float = 0.0,
+    weight_decay_mask=None,
+    rank: int = 256,
+    block_size: int = 1024,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    relative_eps: bool = True,
+    update_freq: int = 10,
+    start_preconditioning_step: int = 10,
+    graft: str = "rmsprop",
+    graft_eps: float = 1e-8,
+    max_precond_dim: int = 4096,
+    exponent_override: float | None = None,
+    tail_decay: TailDecay = "b2",
+    fd_method: FDMethod = "svd",
+) -> optax.GradientTransformation:
+    """Sketchy (S-Shampoo): :func:`scale_by_sketchy` + momentum, weight decay, -lr.
+
+    See :func:`scale_by_sketchy` for the preconditioner's arguments and
+    :func:`sketchy.optimizer_chain.with_momentum_and_lr` for the rest.
+    """
+    direction = scale_by_sketchy(
+        rank=rank,
+        block_size=block_size,
+        b2=b2,
+        eps=eps,
+        relative_eps=relative_eps,
+        update_freq=update_freq,
+        start_preconditioning_step=start_preconditioning_step,
+        graft=graft,
+        graft_eps=graft_eps,
+        max_precond_dim=max_precond_dim,
+        exponent_override=exponent_override,
+        tail_decay=tail_decay,
+        fd_method=fd_method,
+    )
+    return with_momentum_and_lr(
+        direction,
+        learning_rate,
+        b1=b1,
+        nesterov=nesterov,
+        weight_decay=weight_decay,
+        weight_decay_mask=weight_decay_mask,
+    )
