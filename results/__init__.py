@@ -1,0 +1,1 @@
+"""Run records (``records/``), figure and table generation (``plots/``) and their outputs."""
