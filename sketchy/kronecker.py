@@ -177,7 +177,8 @@ def scale_by_kronecker(
         graft_leaves = jax.tree.leaves(graft_dirs)
 
         blocks = [
-            None if plan is None else to_blocks(g.astype(jnp.float32), plan)
+            # float32 at least (bf16 gradients), float64 kept when x64 is on.
+            None if plan is None else to_blocks(g.astype(jnp.promote_types(g.dtype, jnp.float32)), plan)
             for g, plan in zip(leaves, leaf_plans, strict=True)
         ]
         active = [i for i, plan in enumerate(leaf_plans) if plan is not None]

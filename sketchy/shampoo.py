@@ -52,13 +52,16 @@ def inverse_root(stat: jax.Array, exponent: float, eps: float, relative_eps: boo
     return root, ok, empty
 
 
-def shampoo_rule(*, b2: float, eps: float, relative_eps: bool, update_freq: int) -> KroneckerRule:
+def shampoo_rule(
+    *, b2: float, eps: float, relative_eps: bool, update_freq: int, dtype=jnp.float32
+) -> KroneckerRule:
     w_new = 1.0 if b2 == 1.0 else 1.0 - b2
 
     def init_factor(d):
-        return ShampooFactor(jnp.zeros((d, d), jnp.float32), jnp.eye(d, dtype=jnp.float32))
+        return ShampooFactor(jnp.zeros((d, d), dtype), jnp.eye(d, dtype=dtype))
 
     def update_factor(f, x):
+        x = x.astype(dtype)
         gram = jnp.matmul(x, x.T, precision=HIGHEST)
         return f._replace(statistics=b2 * f.statistics + w_new * gram), False
 
@@ -69,7 +72,8 @@ def shampoo_rule(*, b2: float, eps: float, relative_eps: bool, update_freq: int)
 
     def apply_factor(f, y, exponent):
         del exponent
-        return jnp.matmul(f.preconditioner, y, precision=HIGHEST)
+        out = jnp.matmul(f.preconditioner, y.astype(dtype), precision=HIGHEST)
+        return out.astype(y.dtype)
 
     return KroneckerRule(
         init_factor=init_factor,
@@ -93,6 +97,7 @@ def scale_by_shampoo(
     graft_eps: float = 1e-8,
     max_precond_dim: int = 4096,
     exponent_override: float | None = None,
+    dtype=jnp.float32,
 ) -> optax.GradientTransformation:
     """Shampoo's preconditioned, grafted direction (no momentum, no learning rate).
 
@@ -108,13 +113,16 @@ def scale_by_shampoo(
       graft_eps: epsilon of the graft direction.
       max_precond_dim: parameters with a larger dimension are graft-only.
       exponent_override: use ``P = (L + eps' I)^(-exponent_override)`` instead of ``1/(2p)``.
+      dtype: of the statistics, roots and ``eigh`` (``jnp.float64`` needs ``jax_enable_x64``).
 
     References: Gupta et al. 2018 (arXiv 1802.09568); Anil et al. 2020 (arXiv 2002.09018).
     """
     validate_update_freq(update_freq)
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps!r}")
-    rule = shampoo_rule(b2=b2, eps=eps, relative_eps=relative_eps, update_freq=update_freq)
+    rule = shampoo_rule(
+        b2=b2, eps=eps, relative_eps=relative_eps, update_freq=update_freq, dtype=dtype
+    )
     return scale_by_kronecker(
         rule,
         block_size=block_size,
@@ -144,6 +152,7 @@ def shampoo(
     graft_eps: float = 1e-8,
     max_precond_dim: int = 4096,
     exponent_override: float | None = None,
+    dtype=jnp.float32,
 ) -> optax.GradientTransformation:
     """Shampoo: :func:`scale_by_shampoo` + momentum ``b1`` (Nesterov), weight decay, -lr.
 
@@ -161,6 +170,7 @@ def shampoo(
         graft_eps=graft_eps,
         max_precond_dim=max_precond_dim,
         exponent_override=exponent_override,
+        dtype=dtype,
     )
     return with_momentum_and_lr(
         direction,
