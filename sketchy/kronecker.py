@@ -189,7 +189,7 @@ def scale_by_kronecker(
                 new, bad = jax.vmap(rule.update_block, in_axes=(0, 0, None))(
                     factors[i], blocks[i], count
                 )
-                factors[i], failed = new, failed + jnp.sum(bad)
+                factors[i], failed = new, failed + jnp.sum(bad, dtype=jnp.int32)
             return factors, failed
 
         def refresh_step(factors):
@@ -200,7 +200,7 @@ def scale_by_kronecker(
                 for f in factors[i]:
                     g, bad = jax.vmap(lambda x, e=e: rule.refresh_factor(x, e))(f)
                     new.append(g)
-                    failed = failed + jnp.sum(jnp.asarray(bad, jnp.int32))
+                    failed = failed + jnp.sum(jnp.asarray(bad, jnp.int32), dtype=jnp.int32)
                 factors[i] = tuple(new)
             return factors, failed
 
