@@ -12,7 +12,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt requirements-nodeps.txt
+$(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	@$(PY_SYS) -c 'import sys; assert sys.version_info[:2] == (3, 12), sys.version' 2>/dev/null || { \
 	  echo "error: python3.12 is required (found: $$($(PY_SYS) --version 2>&1)); install CPython 3.12 or select it with pyenv (.python-version says 3.12)" >&2; exit 1; }
 	@test -x $(PY) || $(PY_SYS) -m venv $(VENV)

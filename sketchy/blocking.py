@@ -2,8 +2,9 @@
 
 A parameter of shape ``s`` is (1) skipped (graft-only) if it has a dimension above
 ``max_precond_dim``; (2) squeezed of unit dimensions and merged: adjacent dimensions are
-multiplied together while the product stays ``<= block_size`` (so a ``3x3x64x64`` kernel is
-preconditioned as ``576 x 64``); (3) skipped if fewer than two dimensions remain (biases,
+multiplied together while the product stays ``<= block_size`` and at least two dimensions
+remain (so a ``3x3x64x64`` kernel is preconditioned as ``576 x 64``, a ``12x20`` matrix as
+itself); (3) skipped if fewer than two dimensions remain (biases,
 norms); (4) cut into blocks: a dimension ``d > block_size`` is split into
 ``n = ceil(d / block_size)`` equal blocks of ``ceil(d / n)`` (zero-padded by fewer than
 ``n`` entries), so every block of a parameter has the same shape and the per-block work is
@@ -37,12 +38,16 @@ class BlockPlan(NamedTuple):
 
 
 def merge_dims(shape: tuple[int, ...], max_size: int) -> tuple[int, ...]:
-    """Drop unit dims, then greedily merge adjacent dims while the product is ``<= max_size``."""
+    """Drop unit dims, then greedily merge adjacent dims while the product is ``<= max_size``.
+
+    A tensor with two or more non-unit dims keeps at least two (the last dim is never merged
+    into a single remaining group): a small matrix stays a matrix, not a vector.
+    """
+    dims = [d for d in shape if d != 1]
     merged: list[int] = []
-    for d in shape:
-        if d == 1:
-            continue
-        if merged and merged[-1] * d <= max_size:
+    for i, d in enumerate(dims):
+        last_into_only_group = i == len(dims) - 1 and len(merged) == 1
+        if merged and merged[-1] * d <= max_size and not last_into_only_group:
             merged[-1] *= d
         else:
             merged.append(d)

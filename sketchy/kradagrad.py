@@ -1,0 +1,491 @@
+"""KrADagrad and KrADagrad*: Kronecker factors kept as *inverse* statistics (no inversion).
+
+Mei, Moreno, Walters, "KrADagrad: Kronecker Approximation-Domination Gradient
+Preconditioned Stochastic Optimization", UAI 2023 (arXiv 2305.19416); the update rules
+follow the authors' code (see ``reference/sketchy_paper.md`` Sec. 6.2).
+
+Per block and axis ``i`` of an order-``p`` block, ``X_i`` approximates ``L_i^{-1}`` where
+Shampoo keeps ``L_i = b2 L_i + G_(i) G_(i)^T`` (``L_0 = eps I``, so ``X_0 = I / eps``).
+A statistics step on a ``d x n`` matricized gradient ``G`` (``M = G G^T``) is::
+
+    X <- X / b2                          (if b2 < 1: the inverse of b2 L)
+    X <- X - damping X X                 (optional, off by default; see below)
+    X <- X - X M X / s                   (s: the denominator)
+
+**Domination.** Woodbury gives the exact inverse of ``X^{-1} + M``:
+``X - X G (I + A)^{-1} G^T X`` with ``A = G^T X G >= 0``. For any scalar
+``s >= 1 + lambda_max(A)``, ``(I + A)^{-1} >= I / s``, hence
+
+    X - X M X / s  >=  (X^{-1} + M)^{-1}  > 0        (Loewner order).
+
+Since ``Y -> (Y^{-1} + M)^{-1}`` is monotone, induction from ``X_0 = L_0^{-1}`` gives
+``X_t >= L_t^{-1}`` and ``X_t > 0`` at every step: ``X`` never needs an inversion, and its
+positive root is well defined. The denominators offered all satisfy the bound:
+
+- ``"trace"`` (default): ``s = 1 + tr(M X) = 1 + tr(A) >= 1 + lambda_max(A)`` because
+  ``A`` is PSD. It is the Sherman-Morrison formula, i.e. *exact*, whenever ``M`` has rank
+  one, and it is the largest step (smallest ``s``) among the reference's choices for a
+  rank-one ``M`` (Cauchy-Schwarz: ``||X g|| ||g|| >= g^T X g``).
+- ``"trace_dim"``: ``s = d (1 + tr(M X))`` (the reference's KrADagrad* CPU path); it
+  dominates too but shrinks ``X`` ``d`` times more slowly for no extra guarantee.
+- ``"frobenius"``: ``s = 1 + ||X M||_F`` (the reference's KrADagrad and its batched
+  KrADagrad* path). ``X M`` is similar to ``X^{1/2} M X^{1/2}``, whose non-zero eigenvalues
+  are ``A``'s, so ``||X M||_F >= rho(X M) = lambda_max(A)``. It is smaller than the trace
+  when ``M`` has many comparable eigenvalues (full-rank gradients), larger for rank one.
+
+Damping (the reference's ``X - eps X X``, a first-order approximation of
+``(X^{-1} + damping I)^{-1}``) lies *below* the exact damped inverse (``1 - t <= 1/(1 + t)``)
+and turns eigenvalues above ``1/damping`` negative, so it breaks the domination guarantee;
+it is off by default because ``X_0 = I / eps`` already carries Shampoo's ``eps I``.
+
+The preconditioner is a positive root of ``X`` (``eigh``; rounding negatives clipped to 0),
+recomputed every ``update_freq`` steps: ``P_i = X_i^{1/(2p)}`` for KrADagrad*,
+``P_i = X_i^{1/2}`` for KrADagrad; the direction is ``G x_1 P_1 ... x_p P_p``. A statistics
+step that produces a non-finite ``X`` keeps the previous one and counts a failure.
+"""
+
+from typing import Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sketchy.blocking import matricize
+from sketchy.kronecker import (
+    KroneckerRule,
+    keep_if,
+    per_axis_update,
+    scale_by_kronecker,
+    validate_update_freq,
+)
+from sketchy.optimizer_chain import with_momentum_and_lr
+
+HIGHEST = jax.lax.Precision.HIGHEST
+Denominator = Literal["trace", "trace_dim", "frobenius"]
+DENOMINATORS = ("trace", "trace_dim", "frobenius")
+
+
+class KradFactor(NamedTuple):
+    """One Kronecker factor: ``X ~ L^{-1}`` and its cached positive root (both ``d x d``).
+
+    ``X`` is named ``statistics`` (it is the state the statistics step keeps, in inverse
+    form) so that :func:`sketchy.memory.state_bytes` files it like Shampoo's ``L``.
+    """
+
+    statistics: jax.Array
+    preconditioner: jax.Array
+
+
+def _mm(a, b):
+    return jnp.matmul(a, b, precision=HIGHEST)
+
+
+def inverse_statistic_update(
+    x: jax.Array,
+    g: jax.Array,
+    *,
+    b2: float = 1.0,
+    damping: float = 0.0,
+    denominator: Denominator = "trace",
+) -> jax.Array:
+    """One KrAD step ``X <- X' - X' G G^T X' / s`` on a ``d x n`` matrix ``g`` (module doc).
+
+    ``X' = X / b2`` (if ``b2 < 1``), then ``X' - damping X' X'`` (if ``damping > 0``).
+    ``X M X`` is formed as ``(X G)(X G)^T`` when ``n <= 2d`` (cheaper, and symmetric PSD by
+    construction), else as ``(X M) X`` symmetrized.
+    """
+    d, n = g.shape
+    if b2 < 1.0:
+        x = x / b2
+    if damping > 0:
+        x = x - damping * _mm(x, x)
+    if n <= 2 * d:
+        y = _mm(x, g)  # X G
+        xmx = _mm(y, y.T)
+        tr = jnp.sum(y * g)  # tr(G^T X G) = tr(M X)
+        xm = _mm(y, g.T) if denominator == "frobenius" else None
+    else:
+        xm = _mm(x, _mm(g, g.T))
+        xmx = _mm(xm, x)
+        xmx = 0.5 * (xmx + xmx.T)
+        tr = jnp.trace(xm)
+    if denominator == "frobenius":
+        s = 1.0 + jnp.linalg.norm(xm)
+    elif denominator == "trace_dim":
+        s = d * (1.0 + tr)
+    else:
+        s = 1.0 + tr
+    new = x - xmx / s
+    return 0.5 * (new + new.T)  # rounding asymmetry would bias eigh
+
+
+def positive_root(x: jax.Array, exponent: float) -> tuple[jax.Array, jax.Array]:
+    """``X^exponent`` for a symmetric PSD ``X`` by ``eigh`` and whether it is finite."""
+    w, v = jnp.linalg.eigh(x)
+    root = _mm(v * jnp.maximum(w, 0.0)[None, :] ** exponent, v.T)
+    return root, jnp.all(jnp.isfinite(root))
+
+
+def _apply(f: KradFactor, y: jax.Array, dtype) -> jax.Array:
+    return _mm(f.preconditioner, y.astype(dtype)).astype(y.dtype)
+
+
+def _common_rule(*, eps, dtype, update_freq, root_exponent, update_block):
+    """A :class:`KroneckerRule` around an ``update_block``; the rest is shared by both."""
+
+    def init_factor(d):
+        x0 = jnp.eye(d, dtype=dtype) / eps
+        # KrADagrad* refreshes P at step 0 before first use; KrADagrad reads P_j to
+        # precondition G before any refresh, so P_0 must be X_0's root, not I.
+        p0 = jnp.eye(d, dtype=dtype) * (1.0 / eps) ** (root_exponent or 0.0)
+        return KradFactor(x0, p0)
+
+    def refresh_factor(f, exponent):
+        root, ok = positive_root(f.statistics, exponent)
+        return keep_if(ok, f._replace(preconditioner=root), f), ~ok
+
+    return KroneckerRule(
+        init_factor=init_factor,
+        update_block=update_block,
+        refresh_factor=refresh_factor,
+        apply_factor=lambda f, y, exponent: _apply(f, y, dtype),
+        stats_every=1,
+        refresh_every=update_freq,
+    )
+
+
+def kradagrad_star_rule(
+    *, b2: float, eps: float, damping: float, denominator: Denominator, update_freq: int, dtype
+) -> KroneckerRule:
+    """KrADagrad*: every axis of every block is updated with the raw gradient each step."""
+
+    def update_factor(f, g):
+        new_x = inverse_statistic_update(
+            f.statistics, g.astype(dtype), b2=b2, damping=damping, denominator=denominator
+        )
+        ok = jnp.all(jnp.isfinite(new_x))
+        return keep_if(ok, f._replace(statistics=new_x), f), ~ok
+
+    return _common_rule(
+        eps=eps,
+        dtype=dtype,
+        update_freq=update_freq,
+        root_exponent=None,
+        update_block=per_axis_update(update_factor),
+    )
+
+
+def kradagrad_axis(step: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """The axis KrADagrad updates at statistics step ``step`` (reference schedule).
+
+    For ``step < p^2`` (``p = len(shape)``) the axes take turns. Afterwards, in each window
+    ``[k^2, (k+1)^2)`` the first ``p`` steps go to axes ``0..p-1`` and the remaining
+    ``2k + 1 - p`` to the largest axis (the first one on ties): every other axis gets
+    ``O(sqrt(steps))`` updates, which keeps the per-step cost at one factor's while the
+    factor with the most parameters is refreshed most often.
+    """
+    p = len(shape)
+    largest = max(range(p), key=lambda i: (shape[i], -i))
+    step = jnp.asarray(step, jnp.int32)
+    # Integer square root; the float estimate is corrected by one in either direction.
+    r = jnp.floor(jnp.sqrt(step.astype(jnp.float32))).astype(jnp.int32)
+    r = jnp.where(r * r > step, r - 1, r)
+    r = jnp.where((r + 1) * (r + 1) <= step, r + 1, r)
+    offset = step - r * r
+    late = jnp.where(offset < p, offset, largest)
+    return jnp.where(step < p * p, step % p, late).astype(jnp.int32)
+
+
+def kradagrad_rule(
+    *,
+    b2: float,
+    eps: float,
+    damping: float,
+    denominator: Denominator,
+    update_freq: int,
+    root_exponent: float,
+    dtype,
+) -> KroneckerRule:
+    """KrADagrad: one axis per statistics step, fed the gradient preconditioned elsewhere."""
+
+    def update_axis(axis, factors, block):
+        y = block.astype(dtype)
+        for j, f in enumerate(factors):
+            if j != axis:
+                moved = jnp.moveaxis(y, j, 0)
+                y = jnp.moveaxis(
+                    _mm(f.preconditioner, moved.reshape(moved.shape[0], -1)).reshape(moved.shape),
+                    0,
+                    j,
+                )
+        f = factors[axis]
+        new_x = inverse_statistic_update(
+            f.statistics, matricize(y, axis), b2=b2, damping=damping, denominator=denominator
+        )
+        ok = jnp.all(jnp.isfinite(new_x))
+        out = list(factors)
+        out[axis] = keep_if(ok, f._replace(statistics=new_x), f)
+        return tuple(out), (~ok).astype(jnp.int32)
+
+    def update_block(factors, block, count):
+        axis = kradagrad_axis(count, block.shape)
+        branches = [lambda fs, b, a=a: update_axis(a, fs, b) for a in range(len(factors))]
+        # count is not vmapped over blocks, so this stays a real switch: one d^3 update.
+        return jax.lax.switch(axis, branches, factors, block)
+
+    return _common_rule(
+        eps=eps,
+        dtype=dtype,
+        update_freq=update_freq,
+        root_exponent=root_exponent,
+        update_block=update_block,
+    )
+
+
+def _validate(*, eps, damping, denominator, update_freq, exponent_override):
+    validate_update_freq(update_freq)
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0 (X starts at I / eps), got {eps!r}")
+    if denominator not in DENOMINATORS:
+        raise ValueError(f"denominator must be one of {DENOMINATORS}, got {denominator!r}")
+    # X - damping X^2 is PSD only while damping * lambda_max(X) <= 1, and lambda_max(X_0) = 1/eps.
+    if not 0.0 <= damping * (1.0 / eps) < 1.0:
+        raise ValueError(f"damping must be in [0, eps) = [0, {eps!r}), got {damping!r}")
+    if exponent_override is not None and not exponent_override > 0:
+        raise ValueError(f"exponent_override must be > 0 or None, got {exponent_override!r}")
+
+
+def scale_by_kradagrad_star(
+    *,
+    block_size: int = 1024,
+    b2: float = 1.0,
+    eps: float = 1e-6,
+    denominator: Denominator = "trace",
+    damping: float = 0.0,
+    update_freq: int = 10,
+    start_preconditioning_step: int = 10,
+    graft: str = "rmsprop",
+    graft_eps: float = 1e-8,
+    max_precond_dim: int = 4096,
+    exponent_override: float | None = None,
+    dtype=jnp.float32,
+) -> optax.GradientTransformation:
+    """KrADagrad*'s preconditioned, grafted direction (no momentum, no learning rate).
+
+    Every step, every axis ``i`` of every block: ``X_i <- X_i - X_i M X_i / s`` with
+    ``M = G_(i) G_(i)^T`` (module doc); every ``update_freq`` steps
+    ``P_i = X_i^{1/(2p)}``; direction ``G x_1 P_1 ... x_p P_p``, grafted like Shampoo's.
+    Costs match Shampoo's (two ``d x d`` matrices per factor, one ``eigh`` per refresh)
+    without ever inverting an ill-conditioned matrix.
+
+    Args:
+      block_size, start_preconditioning_step, graft, graft_eps, max_precond_dim: as in
+        :func:`sketchy.scale_by_shampoo`.
+      b2: ``L <- b2 L + G G^T`` in inverse form (``X <- X / b2`` first); 1.0: a plain sum,
+        as in the paper's experiments. Also the graft's EMA factor.
+      eps: ``X_0 = I / eps``, i.e. ``L_0 = eps I``.
+      denominator: ``"trace"`` (default), ``"trace_dim"`` or ``"frobenius"`` (module doc).
+      damping: the reference's ``X <- X - damping X X`` before each update, in ``[0, eps)``;
+        breaks the domination guarantee (module doc).
+      update_freq: recompute the roots every this many steps (statistics: every step).
+      exponent_override: ``P_i = X_i^exponent_override`` instead of ``1/(2p)`` (the
+        reference's ONS-style option is ``1/p``).
+      dtype: of ``X``, ``P`` and ``eigh`` (float32; ``jnp.float64`` needs ``jax_enable_x64``).
+
+    Reference: Mei, Moreno, Walters, UAI 2023 (arXiv 2305.19416), "KrADagrad*".
+    """
+    _validate(
+        eps=eps,
+        damping=damping,
+        denominator=denominator,
+        update_freq=update_freq,
+        exponent_override=exponent_override,
+    )
+    rule = kradagrad_star_rule(
+        b2=b2,
+        eps=eps,
+        damping=damping,
+        denominator=denominator,
+        update_freq=update_freq,
+        dtype=dtype,
+    )
+    return scale_by_kronecker(
+        rule,
+        block_size=block_size,
+        max_precond_dim=max_precond_dim,
+        b2=b2,
+        graft=graft,
+        graft_eps=graft_eps,
+        start_preconditioning_step=start_preconditioning_step,
+        exponent_override=exponent_override,
+    )
+
+
+def scale_by_kradagrad(
+    *,
+    block_size: int = 1024,
+    b2: float = 1.0,
+    eps: float = 1e-6,
+    denominator: Denominator = "trace",
+    damping: float = 0.0,
+    update_freq: int = 10,
+    start_preconditioning_step: int = 10,
+    graft: str = "rmsprop",
+    graft_eps: float = 1e-8,
+    max_precond_dim: int = 4096,
+    exponent_override: float | None = None,
+    dtype=jnp.float32,
+) -> optax.GradientTransformation:
+    """KrADagrad's preconditioned, grafted direction (no momentum, no learning rate).
+
+    One axis per statistics step (:func:`kradagrad_axis`): for that axis ``i``,
+    ``Gh = G x_{j != i} P_j`` (the gradient preconditioned on every *other* axis) and
+    ``X_i <- X_i - X_i Gh_(i) Gh_(i)^T X_i / s``; every ``update_freq`` steps
+    ``P_i = X_i^{1/2}`` for every order; direction ``G x_1 P_1 ... x_p P_p``.
+
+    Why exponent ``1/2`` whatever the order: each statistic is accumulated from a gradient
+    already whitened by the other factors, so for a matrix ``L_1 ~ sum G R^{-1} G^T`` with
+    ``R ~ X_2^{-1}``: ``L_1 (x) R`` fits the full-matrix AdaGrad statistic
+    ``sum vec(G) vec(G)^T`` itself (up to a scalar), not its ``p``-th power as Shampoo's
+    factors do, so full-matrix AdaGrad's ``-1/2`` applies to each factor. One ``d^3``
+    update per step instead of ``p``.
+
+    Args: as :func:`scale_by_kradagrad_star` (``exponent_override`` replaces ``1/2``; the
+    reference's ONS-style option is ``1.0``).
+
+    Reference: Mei, Moreno, Walters, UAI 2023 (arXiv 2305.19416), "KrADagrad".
+    """
+    _validate(
+        eps=eps,
+        damping=damping,
+        denominator=denominator,
+        update_freq=update_freq,
+        exponent_override=exponent_override,
+    )
+    root_exponent = exponent_override or 0.5
+    rule = kradagrad_rule(
+        b2=b2,
+        eps=eps,
+        damping=damping,
+        denominator=denominator,
+        update_freq=update_freq,
+        root_exponent=root_exponent,
+        dtype=dtype,
+    )
+    return scale_by_kronecker(
+        rule,
+        block_size=block_size,
+        max_precond_dim=max_precond_dim,
+        b2=b2,
+        graft=graft,
+        graft_eps=graft_eps,
+        start_preconditioning_step=start_preconditioning_step,
+        exponent_override=root_exponent,
+    )
+
+
+def _chain(direction, learning_rate, *, b1, nesterov, weight_decay, weight_decay_mask):
+    return with_momentum_and_lr(
+        direction,
+        learning_rate,
+        b1=b1,
+        nesterov=nesterov,
+        weight_decay=weight_decay,
+        weight_decay_mask=weight_decay_mask,
+    )
+
+
+def kradagrad_star(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    b1: float = 0.9,
+    nesterov: bool = True,
+    weight_decay: float = 0.0,
+    weight_decay_mask=None,
+    block_size: int = 1024,
+    b2: float = 1.0,
+    eps: float = 1e-6,
+    denominator: Denominator = "trace",
+    damping: float = 0.0,
+    update_freq: int = 10,
+    start_preconditioning_step: int = 10,
+    graft: str = "rmsprop",
+    graft_eps: float = 1e-8,
+    max_precond_dim: int = 4096,
+    exponent_override: float | None = None,
+    dtype=jnp.float32,
+) -> optax.GradientTransformation:
+    """KrADagrad*: :func:`scale_by_kradagrad_star` + momentum ``b1``, weight decay, -lr.
+
+    See :func:`sketchy.optimizer_chain.with_momentum_and_lr` for the first-order tail.
+    """
+    direction = scale_by_kradagrad_star(
+        block_size=block_size,
+        b2=b2,
+        eps=eps,
+        denominator=denominator,
+        damping=damping,
+        update_freq=update_freq,
+        start_preconditioning_step=start_preconditioning_step,
+        graft=graft,
+        graft_eps=graft_eps,
+        max_precond_dim=max_precond_dim,
+        exponent_override=exponent_override,
+        dtype=dtype,
+    )
+    return _chain(
+        direction,
+        learning_rate,
+        b1=b1,
+        nesterov=nesterov,
+        weight_decay=weight_decay,
+        weight_decay_mask=weight_decay_mask,
+    )
+
+
+def kradagrad(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    b1: float = 0.9,
+    nesterov: bool = True,
+    weight_decay: float = 0.0,
+    weight_decay_mask=None,
+    block_size: int = 1024,
+    b2: float = 1.0,
+    eps: float = 1e-6,
+    denominator: Denominator = "trace",
+    damping: float = 0.0,
+    update_freq: int = 10,
+    start_preconditioning_step: int = 10,
+    graft: str = "rmsprop",
+    graft_eps: float = 1e-8,
+    max_precond_dim: int = 4096,
+    exponent_override: float | None = None,
+    dtype=jnp.float32,
+) -> optax.GradientTransformation:
+    """KrADagrad: :func:`scale_by_kradagrad` + momentum ``b1``, weight decay, -lr.
+
+    See :func:`sketchy.optimizer_chain.with_momentum_and_lr` for the first-order tail.
+    """
+    direction = scale_by_kradagrad(
+        block_size=block_size,
+        b2=b2,
+        eps=eps,
+        denominator=denominator,
+        damping=damping,
+        update_freq=update_freq,
+        start_preconditioning_step=start_preconditioning_step,
+        graft=graft,
+        graft_eps=graft_eps,
+        max_precond_dim=max_precond_dim,
+        exponent_override=exponent_override,
+        dtype=dtype,
+    )
+    return _chain(
+        direction,
+        learning_rate,
+        b1=b1,
+        nesterov=nesterov,
+        weight_decay=weight_decay,
+        weight_decay_mask=weight_decay_mask,
+    )

@@ -1,0 +1,11 @@
+"""Test-wide settings: CPU only, W&B disabled, several virtual devices for mesh tests."""
+
+import os
+
+# Must happen before jax initializes its backends (tests that build a mesh use 8 devices).
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
+flags = os.environ.get("XLA_FLAGS", "")
+if "xla_force_host_platform_device_count" not in flags:
+    os.environ["XLA_FLAGS"] = (flags + " --xla_force_host_platform_device_count=8").strip()
