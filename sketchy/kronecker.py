@@ -161,8 +161,9 @@ def scale_by_kronecker(
                     jax.tree.map(lambda a: jnp.broadcast_to(a, (plan.total_blocks, *a.shape)), one)
                 )
             factors.append(tuple(per_axis))
-        zero = jnp.zeros((), jnp.int32)
-        return KroneckerState(zero, graft_tx.init(params), factors, zero, zero)
+        # Distinct buffers: a donated state must not alias one array in several fields.
+        zero = lambda: jnp.zeros((), jnp.int32)  # noqa: E731
+        return KroneckerState(zero(), graft_tx.init(params), factors, zero(), zero())
 
     def update_fn(updates, state, params=None):
         leaves, treedef = jax.tree.flatten(updates)

@@ -31,9 +31,15 @@ _FIELD_CATEGORY = {
     "v_col": "statistics",
     "v": "statistics",
     "preconditioner": "preconditioners",
+    "preconditioners": "preconditioners",
     "inverse": "preconditioners",
     "trace": "momentum",
     "mu": "momentum",
+    "momentum": "momentum",
+    # precondition-opt's distributed_shampoo (benchmarked against): graft accumulator and
+    # the graft's separate momentum buffer.
+    "diagonal_statistics": "grafting",
+    "diagonal_momentum": "momentum",
 }
 
 
