@@ -245,3 +245,24 @@ def scale_by_kronecker(
         return jax.tree.unflatten(treedef, out), new_state
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+def optimizer_counters(opt_state) -> dict[str, int]:
+    """Failure and skip counters found anywhere in an optimizer state (for logging).
+
+    ``decomposition_failures`` and ``nonfinite_grad_steps`` from every
+    :class:`KroneckerState`; ``skipped_steps`` from :func:`optax.apply_if_finite`.
+    """
+    counters: dict[str, int] = {}
+
+    def add(key, value):
+        counters[key] = counters.get(key, 0) + int(value)
+
+    is_node = lambda x: isinstance(x, KroneckerState | optax.ApplyIfFiniteState)  # noqa: E731
+    for node in jax.tree.leaves(opt_state, is_leaf=is_node):
+        if isinstance(node, KroneckerState):
+            add("decomposition_failures", node.failures)
+            add("nonfinite_grad_steps", node.nonfinite_steps)
+        elif isinstance(node, optax.ApplyIfFiniteState):
+            add("skipped_steps", node.total_notfinite)
+    return counters

@@ -1,0 +1,52 @@
+"""Entry point: ``python launch/train.py workload=ogbg_molpcba optimizer=sketchy rank=256``.
+
+Hydra stays here: this file composes the config, instantiates the workload, the optimizer
+(a partial taking ``learning_rate``) and the schedule, and hands the trainer the rest of
+the resolved config as an immutable ``FrozenConfigDict``. Bad input exits with one line.
+"""
+
+import os
+import sys
+
+import hydra
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from ml_collections import FrozenConfigDict
+from omegaconf import DictConfig, OmegaConf
+
+from launch.errors import UserError
+
+
+def run(cfg: DictConfig) -> dict:
+    from launch.trainer import train  # after Hydra: importing jax here keeps --help fast
+
+    workload = instantiate(cfg.workload)
+    make_optimizer = instantiate(cfg.optimizer)
+    schedule = instantiate(cfg.schedule)(
+        peak_value=cfg.optimizer.learning_rate, total_steps=cfg.trainer.steps
+    )
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    return train(workload, make_optimizer, schedule, FrozenConfigDict(resolved))
+
+
+@hydra.main(config_path="../configs", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        final = run(cfg)
+    except (UserError, InstantiationException, ValueError, FileNotFoundError, TypeError) as e:
+        if os.environ.get("SKETCHY_DEBUG"):
+            raise
+        # One line naming the problem and the fix (set SKETCHY_DEBUG=1 for the traceback).
+        message = " ".join(str(e).split())
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+    if final:
+        shown = {k: round(v, 5) for k, v in final.items() if isinstance(v, float)}
+        print(f"final metrics: {shown}")
+        print(f"run: {cfg.run_dir}" + (f"\nrecord: {final['record']}" if "record" in final else ""))
+    # Returned for sweepers that optimize a metric.
+    return final.get(cfg.trainer.objective) if final else None
+
+
+if __name__ == "__main__":
+    main()
