@@ -155,23 +155,13 @@ class MiniSplit:
 def load(
     data_dir: str | os.PathLike, max_molecules: int | None = None, progress: bool = True
 ) -> dict:
-    """Prepares if needed, then loads: ``{"splits": {name: MiniSplit}, "stats": ..., ...}``.
-
-    ``stats`` holds the mean and max nodes and directed (bidirectional) edges per graph, for
-    the padding budget.
-    """
+    """Prepares if needed, then loads: ``{"splits": {name: MiniSplit}, "labels": ..., ...}``."""
     with np.load(prepare(data_dir, max_molecules, progress)) as f:
         arrays = {k: f[k] for k in f.files}
     return {
         "splits": {
             name: MiniSplit(arrays, np.flatnonzero(arrays["split"] == k))
             for k, name in enumerate(SPLITS)
-        },
-        "stats": {
-            "mean_nodes": float(arrays["num_nodes"].mean()),
-            "mean_edges": 2.0 * float(arrays["num_edges"].mean()),
-            "max_nodes": int(arrays["num_nodes"].max()),
-            "max_edges": 2 * int(arrays["num_edges"].max()),
         },
         "task_names": [str(s) for s in arrays["task_names"]],
         "task_sources": [str(s) for s in arrays["task_sources"]],

@@ -76,7 +76,7 @@ def main() -> None:
     labelled = ~np.isnan(labels)
     rates = np.nansum(labels, 0) / labelled.sum(0)
     sizes = {name: len(split) for name, split in data["splits"].items()}
-    print(f"molecules per split: {sizes}; graph stats: {data['stats']}")
+    print(f"molecules per split: {sizes}")
     print(f"tasks per source: {dict(collections.Counter(data['task_sources']))}")
     print(
         f"positive rate: min {rates.min():.4f}, median {np.median(rates):.4f}, "

@@ -12,9 +12,6 @@ from typing import Any
 
 TFDS_NAME = "ogbg_molpcba"
 TFDS_VERSION = "0.1.3"
-# Published OGB statistics (26.0 atoms, 28.1 bonds per molecule; bonds count twice once
-# bidirectional). The maximum sizes are not published: no floor on the padding budget.
-STATS = {"mean_nodes": 26.0, "mean_edges": 56.2, "max_nodes": 0, "max_edges": 0}
 METADATA_FILES = ("dataset_info.json", "features.json")
 
 

@@ -21,8 +21,6 @@ from workloads.ogbg_molpcba.model import GNN, resolve_size
 NUM_TASKS = 128
 SPLITS = ("train", "validation", "test")
 DATA_KINDS = ("mini", "tfds")
-# Padding budget per graph = mean graph size x this slack (see batching.train_batch).
-BUDGET_SLACK = 1.25
 
 
 def default_data_dir() -> str:
@@ -56,9 +54,10 @@ class OgbgMolpcba:
             beforehand with ``python -m workloads.ogbg_molpcba.prepare_tfds``).
         data_dir: Root data directory; ``None``: ``$SKETCHY_DATA_DIR`` or ``~/.cache/sketchy``.
         max_molecules: Mini data only: use the first N NCI molecules (``None``: all 5,000).
-        nodes_per_graph: Node budget per graph slot of a padded batch; ``None``: the data's
-            mean x 1.25.
-        edges_per_graph: Directed-edge budget per graph slot; ``None``: the data's mean x 1.25.
+        nodes_per_graph: Fixed node budget per graph slot of a padded batch; ``None``: the
+            train split's mean + 3 standard deviations of a shard's sum (see
+            :class:`batching.Budget`).
+        edges_per_graph: Fixed directed-edge budget per graph slot; ``None``: as above.
     """
 
     name = "ogbg_molpcba"
@@ -92,6 +91,7 @@ class OgbgMolpcba:
         self.edges_per_graph = edges_per_graph
         self._mini: dict | None = None
         self._sources: dict[str, Any] = {}
+        self._size_stats: dict | None = None
         self._eval_step = jax.jit(self._eval_outputs)
 
     # ---- data ---------------------------------------------------------------------------
@@ -111,23 +111,27 @@ class OgbgMolpcba:
             self._mini = mini_dataset.load(self.data_dir, self.max_molecules)
         return self._mini
 
-    def _stats(self) -> dict:
-        return self._mini_data()["stats"] if self.data == "mini" else tfds_source.STATS
-
     def budget(self, global_batch_size: int, num_shards: int) -> batching.Budget:
-        """Static size of each shard's padded sub-batch."""
+        """Static size of each shard's padded sub-batch (from the data's graph sizes)."""
         if global_batch_size <= 0 or num_shards <= 0 or global_batch_size % num_shards:
             raise ValueError(
                 f"global_batch_size {global_batch_size} must be a positive multiple of "
                 f"num_shards {num_shards}; pick a batch size divisible by the device count."
             )
-        stats = self._stats()
+        if self._size_stats is None:
+            stats = batching.graph_size_stats(self.source("train"))
+            # The floor (largest graph) covers every split, so that evaluation never meets
+            # a graph bigger than an empty sub-batch.
+            for split in ("validation", "test"):
+                other = batching.graph_size_stats(self.source(split))
+                for key in ("max_nodes", "max_edges"):
+                    stats[key] = max(stats[key], other[key])
+            self._size_stats = stats
         return batching.Budget.for_graphs(
             global_batch_size // num_shards,
-            self.nodes_per_graph or BUDGET_SLACK * stats["mean_nodes"],
-            self.edges_per_graph or BUDGET_SLACK * stats["mean_edges"],
-            min_nodes=stats["max_nodes"],
-            min_edges=stats["max_edges"],
+            self._size_stats,
+            nodes_per_graph=self.nodes_per_graph,
+            edges_per_graph=self.edges_per_graph,
         )
 
     def batches(
