@@ -180,7 +180,9 @@ def fd_son(
     def row_scale(t):
         return jax.lax.rsqrt(learning_rate * jnp.sqrt(t))
 
-    return _sketched("fd_son", learning_rate, rank, delta, radius, fd_method, row_scale, metric_of, 1)
+    return _sketched(
+        "fd_son", learning_rate, rank, delta, radius, fd_method, row_scale, metric_of, 1
+    )
 
 
 def rfd_son(

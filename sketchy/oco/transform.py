@@ -77,7 +77,9 @@ def oco_transformation(
         if radius is None:
             return unravel(-s), state
         if params is None:
-            raise ValueError(f"{name}: radius={radius} needs params in update(grads, state, params)")
+            raise ValueError(
+                f"{name}: radius={radius} needs params in update(grads, state, params)"
+            )
         x, _ = ravel_pytree(params)
         x = x.astype(s.dtype)
         return unravel(project_ball(metric, x - s, radius) - x), state
