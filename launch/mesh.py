@@ -31,7 +31,8 @@ def make_mesh(axes: dict[str, int]) -> Mesh:
     """A mesh with the named axes (``-1``: all remaining devices); ``data`` is required.
 
     Axes are ``Auto`` (the compiler propagates shardings), which is what plain data
-    parallelism with replicated parameters needs.
+    parallelism with replicated parameters needs. On one host a mesh may use the first
+    ``prod(sizes)`` devices only (e.g. ``mesh.axes.data=1`` for a single-device run).
     """
     if "data" not in axes:
         raise UserError(f"mesh needs a 'data' axis, got axes {dict(axes)}")
@@ -39,20 +40,24 @@ def make_mesh(axes: dict[str, int]) -> Mesh:
     sizes = dict(axes)
     free = [k for k, v in sizes.items() if v == -1]
     fixed = math.prod(v for v in sizes.values() if v != -1)
-    if len(free) > 1 or fixed < 1 or n % fixed:
-        raise UserError(
-            f"mesh {dict(axes)} does not fit the {n} available devices: use sizes whose "
-            f"product divides {n} (at most one -1), e.g. mesh.data=-1"
-        )
+    if len(free) > 1 or fixed < 1 or any(v == 0 or v < -1 for v in sizes.values()):
+        raise UserError(f"mesh {dict(axes)}: sizes must be positive, with at most one -1")
     for k in free:
         sizes[k] = n // fixed
-    if math.prod(sizes.values()) != n:
+    used = math.prod(sizes.values())
+    if used < 1 or used > n or (used < n and jax.process_count() > 1):
         raise UserError(
-            f"mesh {sizes} uses {math.prod(sizes.values())} devices but {n} are available: "
-            f"set the sizes to multiply to {n} (e.g. mesh.data=-1)"
+            f"mesh {dict(axes)} needs {max(used, fixed)} devices but {n} are available: choose "
+            f"sizes whose product is at most {n} (exactly {n} on multi-host runs), "
+            f"e.g. mesh.axes.data=-1"
         )
     names = tuple(sizes)
-    return jax.make_mesh(tuple(sizes.values()), names, axis_types=(AxisType.Auto,) * len(names))
+    return jax.make_mesh(
+        tuple(sizes.values()),
+        names,
+        axis_types=(AxisType.Auto,) * len(names),
+        devices=jax.devices()[:used],
+    )
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -9,6 +9,7 @@ import os
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from ml_collections import FrozenConfigDict
@@ -26,6 +27,10 @@ def run(cfg: DictConfig) -> dict:
         peak_value=cfg.optimizer.learning_rate, total_steps=cfg.trainer.steps
     )
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    # Which option of each config group was chosen (names used by records and figures).
+    resolved["choices"] = {
+        k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")
+    }
     return train(workload, make_optimizer, schedule, FrozenConfigDict(resolved))
 
 

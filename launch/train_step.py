@@ -39,9 +39,9 @@ def train_step(workload, tx, schedule, state: TrainState, batch) -> tuple[TrainS
     params = optax.apply_updates(state.params, updates)
     metrics = {
         "train/loss": loss,
-        "train/grad_norm": optax.global_norm(grads),
-        "train/update_norm": optax.global_norm(updates),
-        "train/param_norm": optax.global_norm(params),
+        "train/grad_norm": optax.tree.norm(grads),
+        "train/update_norm": optax.tree.norm(updates),
+        "train/param_norm": optax.tree.norm(params),
         "train/learning_rate": schedule(state.step) if callable(schedule) else schedule,
     }
     new = TrainState(state.step + 1, params, model_state, opt_state, state.rng)

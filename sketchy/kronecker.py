@@ -59,8 +59,9 @@ class KroneckerState(NamedTuple):
     Attributes:
       count: number of updates so far.
       graft: the graft transform's optax state.
-      factors: one entry per parameter leaf (flattening order): a tuple with one factor
-        state per merged axis, each with a leading block dimension; ``()`` if graft-only.
+      factors: ``{block shape "d0xd1x...": tuple of per-axis factor states}``; each factor
+        state has a leading dimension over the blocks of every parameter with that block
+        shape (in flattening order). Graft-only parameters have none.
       failures: decompositions that failed or were non-finite (previous state kept).
       nonfinite_steps: steps whose gradient was not finite (statistics not updated).
     """
@@ -70,6 +71,10 @@ class KroneckerState(NamedTuple):
     factors: list
     failures: jax.Array
     nonfinite_steps: jax.Array
+
+
+def _group_key(block_shape: tuple[int, ...]) -> str:
+    return "x".join(str(d) for d in block_shape)
 
 
 def per_axis_update(update_factor: Callable[[FactorState, jax.Array], tuple[FactorState, Any]]):
@@ -141,33 +146,35 @@ def scale_by_kronecker(
     )
     graft_tx = graft_transform(graft, b2, graft_eps)
 
-    def plans(leaves) -> list[BlockPlan | None]:
-        return [plan_blocks(x.shape, block_size, max_precond_dim) for x in leaves]
+    def layout(leaves) -> tuple[list[BlockPlan | None], dict[str, list[int]]]:
+        """Per-leaf block plans, and the leaves of each group of equal block shape."""
+        leaf_plans = [plan_blocks(x.shape, block_size, max_precond_dim) for x in leaves]
+        groups: dict[str, list[int]] = {}
+        for i, plan in enumerate(leaf_plans):
+            if plan is not None:
+                groups.setdefault(_group_key(plan.block_shape), []).append(i)
+        return leaf_plans, groups
 
     def exponent(plan: BlockPlan) -> float:
         return exponent_override if exponent_override else 1.0 / (2 * len(plan.merged))
 
     def init_fn(params):
-        leaves = jax.tree.leaves(params)
-        factors = []
-        for plan in plans(leaves):
-            if plan is None:
-                factors.append(())
-                continue
+        leaf_plans, groups = layout(jax.tree.leaves(params))
+        factors = {}
+        for key, members in groups.items():
+            n = sum(leaf_plans[i].total_blocks for i in members)
             per_axis = []
-            for d in plan.block_shape:
+            for d in leaf_plans[members[0]].block_shape:
                 one = rule.init_factor(d)
-                per_axis.append(
-                    jax.tree.map(lambda a: jnp.broadcast_to(a, (plan.total_blocks, *a.shape)), one)
-                )
-            factors.append(tuple(per_axis))
+                per_axis.append(jax.tree.map(lambda a, n=n: jnp.broadcast_to(a, (n, *a.shape)), one))
+            factors[key] = tuple(per_axis)
         # Distinct buffers: a donated state must not alias one array in several fields.
         zero = lambda: jnp.zeros((), jnp.int32)  # noqa: E731
         return KroneckerState(zero(), graft_tx.init(params), factors, zero(), zero())
 
     def update_fn(updates, state, params=None):
         leaves, treedef = jax.tree.flatten(updates)
-        leaf_plans = plans(leaves)
+        leaf_plans, groups = layout(leaves)
         count = state.count
         finite = jnp.array(True)
         for g in leaves:
@@ -177,50 +184,54 @@ def scale_by_kronecker(
         graft_state = keep_if(finite, graft_state, state.graft)
         graft_leaves = jax.tree.leaves(graft_dirs)
 
-        blocks = [
-            # float32 at least (bf16 gradients), float64 kept when x64 is on.
-            None if plan is None else to_blocks(g.astype(jnp.promote_types(g.dtype, jnp.float32)), plan)
-            for g, plan in zip(leaves, leaf_plans, strict=True)
-        ]
-        active = [i for i, plan in enumerate(leaf_plans) if plan is not None]
+        # Blocks of every leaf with the same block shape go through one vmap: one
+        # decomposition per (group, axis) in the compiled program instead of one per leaf.
+        blocks = {
+            key: jnp.concatenate(
+                [
+                    # float32 at least (bf16 gradients), float64 kept when x64 is on.
+                    to_blocks(leaves[i].astype(jnp.promote_types(leaves[i].dtype, jnp.float32)),
+                              leaf_plans[i])
+                    for i in members
+                ]
+            )
+            for key, members in groups.items()
+        }
+        group_exponent = {key: exponent(leaf_plans[m[0]]) for key, m in groups.items()}
 
         def stats_step(factors):
-            factors, failed = list(factors), jnp.zeros((), jnp.int32)
-            for i in active:
+            factors, failed = dict(factors), jnp.zeros((), jnp.int32)
+            for key in groups:
                 new, bad = jax.vmap(rule.update_block, in_axes=(0, 0, None))(
-                    factors[i], blocks[i], count
+                    factors[key], blocks[key], count
                 )
-                factors[i], failed = new, failed + jnp.sum(bad, dtype=jnp.int32)
+                factors[key], failed = new, failed + jnp.sum(bad, dtype=jnp.int32)
             return factors, failed
 
         def refresh_step(factors):
-            factors, failed = list(factors), jnp.zeros((), jnp.int32)
-            for i in active:
-                e = exponent(leaf_plans[i])
+            factors, failed = dict(factors), jnp.zeros((), jnp.int32)
+            for key in groups:
+                e = group_exponent[key]
                 new = []
-                for f in factors[i]:
+                for f in factors[key]:
                     g, bad = jax.vmap(lambda x, e=e: rule.refresh_factor(x, e))(f)
                     new.append(g)
                     failed = failed + jnp.sum(jnp.asarray(bad, jnp.int32), dtype=jnp.int32)
-                factors[i] = tuple(new)
+                factors[key] = tuple(new)
             return factors, failed
 
         def skip(factors):
-            return list(factors), jnp.zeros((), jnp.int32)
+            return dict(factors), jnp.zeros((), jnp.int32)
 
-        factors = list(state.factors)
+        factors = dict(state.factors)
         do_stats = finite & (count % rule.stats_every == 0)
         factors, failed_stats = jax.lax.cond(do_stats, stats_step, skip, factors)
         do_refresh = count % rule.refresh_every == 0
         factors, failed_refresh = jax.lax.cond(do_refresh, refresh_step, skip, factors)
 
-        preconditioning = count >= start_preconditioning_step
-        out = []
-        for i, (g, gd, plan) in enumerate(zip(leaves, graft_leaves, leaf_plans, strict=True)):
-            if plan is None:
-                out.append(gd.astype(g.dtype))
-                continue
-            e = exponent(plan)
+        directions: dict[int, jax.Array] = {}
+        for key, members in groups.items():
+            e = group_exponent[key]
 
             def one_block(fs, block, e=e):
                 y = block
@@ -230,7 +241,20 @@ def scale_by_kronecker(
                     y = jnp.moveaxis(y, 0, -1)  # after p moves the axes are back in order
                 return y
 
-            direction = from_blocks(jax.vmap(one_block)(factors[i], blocks[i]), plan)
+            out_blocks = jax.vmap(one_block)(factors[key], blocks[key])
+            offset = 0
+            for i in members:
+                n = leaf_plans[i].total_blocks
+                directions[i] = from_blocks(out_blocks[offset : offset + n], leaf_plans[i])
+                offset += n
+
+        preconditioning = count >= start_preconditioning_step
+        out = []
+        for i, (g, gd) in enumerate(zip(leaves, graft_leaves, strict=True)):
+            if i not in directions:
+                out.append(gd.astype(g.dtype))
+                continue
+            direction = directions[i]
             if graft != "none":
                 direction = graft_norm(direction, gd)
             out.append(jnp.where(preconditioning, direction, gd).astype(g.dtype))

@@ -29,8 +29,8 @@ def grads_stream(params, steps, seed=0):
 def test_test_params_are_preconditioned():
     """Guards the tests below: the matrix and the conv kernel are really preconditioned."""
     state = sketchy.scale_by_shampoo().init(PARAMS)
-    dims = [tuple(f.statistics.shape[-1] for f in leaf) for leaf in state.factors]
-    assert dims == [(), (36, 5), (12, 20)]  # bias, conv, w (flattening order)
+    dims = {k: tuple(f.statistics.shape[-1] for f in axes) for k, axes in state.factors.items()}
+    assert dims == {"36x5": (36, 5), "12x20": (12, 20)}  # conv, w; the bias is graft-only
 
 
 def run(tx, params, steps, seed=0):
@@ -61,6 +61,23 @@ def test_sketchy_reduces_to_shampoo(b2):
     for a, b in zip(sk, sh, strict=True):
         for name in PARAMS:
             np.testing.assert_allclose(np.asarray(a[name]), np.asarray(b[name]), rtol=2e-3, atol=1e-5)
+
+
+def test_equal_block_shapes_share_one_group():
+    """Parameters whose blocks have the same shape are preconditioned in one vmap."""
+    params = {"a": jnp.zeros((12, 20)), "b": jnp.zeros((12, 20)), "c": jnp.zeros((24, 20))}
+    tx = sketchy.scale_by_shampoo(block_size=20, start_preconditioning_step=0, update_freq=1)
+    state = tx.init(params)
+    assert list(state.factors) == ["12x20"]  # c is cut into two 12x20 blocks
+    assert state.factors["12x20"][0].statistics.shape == (4, 12, 12)
+    # Grouping changes nothing: each parameter alone gets the same update.
+    g = next(grads_stream(params, 1))
+    together, _ = tx.update(g, state, params)
+    for name in params:
+        alone, _ = tx.update({name: g[name]}, tx.init({name: params[name]}), {name: params[name]})
+        np.testing.assert_allclose(
+            np.asarray(together[name]), np.asarray(alone[name]), rtol=2e-3, atol=1e-5
+        )
 
 
 def test_low_rank_differs_from_shampoo():
@@ -142,17 +159,17 @@ def test_full_optimizer_skips_nonfinite_step():
 def test_failed_inverse_root_keeps_previous_and_counts():
     tx = sketchy.scale_by_shampoo(update_freq=1, start_preconditioning_step=0)
     _, state = run(tx, PARAMS, 2)
-    w = state.factors[2]  # leaves are flattened in key order: bias, conv, w
+    w = state.factors["12x20"]
     poisoned = w[0]._replace(statistics=w[0].statistics.at[:, 0, 0].set(jnp.nan))
-    state = state._replace(factors=[*state.factors[:2], (poisoned, w[1])])
+    state = state._replace(factors={**state.factors, "12x20": (poisoned, w[1])})
     # The gradient is finite, so the stats step runs; the refresh of axis 0 must fail.
     g = next(grads_stream(PARAMS, 1, seed=3))
     _, new = tx.update(g, state, PARAMS)
     assert int(new.failures) == int(state.failures) + 1  # one block, one failed factor
     np.testing.assert_array_equal(
-        np.asarray(new.factors[2][0].preconditioner), np.asarray(w[0].preconditioner)
+        np.asarray(new.factors["12x20"][0].preconditioner), np.asarray(w[0].preconditioner)
     )
-    assert bool(jnp.all(jnp.isfinite(new.factors[2][1].preconditioner)))
+    assert bool(jnp.all(jnp.isfinite(new.factors["12x20"][1].preconditioner)))
 
 
 @pytest.mark.parametrize(
