@@ -22,10 +22,10 @@ Since ``Y -> (Y^{-1} + M)^{-1}`` is monotone, induction from ``X_0 = L_0^{-1}`` 
 ``X_t >= L_t^{-1}`` and ``X_t > 0`` at every step: ``X`` never needs an inversion, and its
 positive root is well defined. The denominators offered all satisfy the bound:
 
-- ``"trace"`` (default): ``s = 1 + tr(M X) = 1 + tr(A) >= 1 + lambda_max(A)`` because
-  ``A`` is PSD. It is the Sherman-Morrison formula, i.e. *exact*, whenever ``M`` has rank
-  one, and it is the largest step (smallest ``s``) among the reference's choices for a
-  rank-one ``M`` (Cauchy-Schwarz: ``||X g|| ||g|| >= g^T X g``).
+- ``"trace"`` (default; the reference's KrADagrad* as used in its experiments):
+  ``s = 1 + tr(M X) = 1 + tr(A) >= 1 + lambda_max(A)`` because ``A`` is PSD. It is the
+  Sherman-Morrison formula, i.e. *exact*, whenever ``M`` has rank one, and then the
+  largest valid step (Cauchy-Schwarz: ``||X g|| ||g|| >= g^T X g``, so Frobenius is looser).
 - ``"trace_dim"``: ``s = d (1 + tr(M X))`` (the reference's KrADagrad* CPU path); it
   dominates too but shrinks ``X`` ``d`` times more slowly for no extra guarantee.
 - ``"frobenius"``: ``s = 1 + ||X M||_F`` (the reference's KrADagrad and its batched
@@ -37,6 +37,14 @@ Damping (the reference's ``X - eps X X``, a first-order approximation of
 ``(X^{-1} + damping I)^{-1}``) lies *below* the exact damped inverse (``1 - t <= 1/(1 + t)``)
 and turns eigenvalues above ``1/damping`` negative, so it breaks the domination guarantee;
 it is off by default because ``X_0 = I / eps`` already carries Shampoo's ``eps I``.
+
+Why float32 suffices: rounding perturbs ``X`` by about ``u ||X||`` (``u`` the unit
+roundoff, ``||X|| <= 1/eps`` when ``b2 = 1``), i.e. *absolutely*. Directions of small
+curvature, where the preconditioner is large, are kept to full relative precision, and
+directions of large curvature, whose entries of ``X`` are tiny, are at worst rounded to
+``O(u / eps)``: an implicit relative regularization, not a blow-up. Shampoo float32 has the
+opposite failure: ``eigh`` of ``L`` loses its small eigenvalues, which its inverse root
+turns into the largest preconditioner entries.
 
 The preconditioner is a positive root of ``X`` (``eigh``; rounding negatives clipped to 0),
 recomputed every ``update_freq`` steps: ``P_i = X_i^{1/(2p)}`` for KrADagrad*,
@@ -120,63 +128,14 @@ def inverse_statistic_update(
 
 
 def positive_root(x: jax.Array, exponent: float) -> tuple[jax.Array, jax.Array]:
-    """``X^exponent`` for a symmetric PSD ``X`` by ``eigh`` and whether it is finite."""
+    """``X^exponent`` of a symmetric ``X`` by ``eigh`` (negatives from rounding -> 0), ok."""
     w, v = jnp.linalg.eigh(x)
     root = _mm(v * jnp.maximum(w, 0.0)[None, :] ** exponent, v.T)
     return root, jnp.all(jnp.isfinite(root))
 
 
-def _apply(f: KradFactor, y: jax.Array, dtype) -> jax.Array:
-    return _mm(f.preconditioner, y.astype(dtype)).astype(y.dtype)
-
-
-def _common_rule(*, eps, dtype, update_freq, root_exponent, update_block):
-    """A :class:`KroneckerRule` around an ``update_block``; the rest is shared by both."""
-
-    def init_factor(d):
-        x0 = jnp.eye(d, dtype=dtype) / eps
-        # KrADagrad* refreshes P at step 0 before first use; KrADagrad reads P_j to
-        # precondition G before any refresh, so P_0 must be X_0's root, not I.
-        p0 = jnp.eye(d, dtype=dtype) * (1.0 / eps) ** (root_exponent or 0.0)
-        return KradFactor(x0, p0)
-
-    def refresh_factor(f, exponent):
-        root, ok = positive_root(f.statistics, exponent)
-        return keep_if(ok, f._replace(preconditioner=root), f), ~ok
-
-    return KroneckerRule(
-        init_factor=init_factor,
-        update_block=update_block,
-        refresh_factor=refresh_factor,
-        apply_factor=lambda f, y, exponent: _apply(f, y, dtype),
-        stats_every=1,
-        refresh_every=update_freq,
-    )
-
-
-def kradagrad_star_rule(
-    *, b2: float, eps: float, damping: float, denominator: Denominator, update_freq: int, dtype
-) -> KroneckerRule:
-    """KrADagrad*: every axis of every block is updated with the raw gradient each step."""
-
-    def update_factor(f, g):
-        new_x = inverse_statistic_update(
-            f.statistics, g.astype(dtype), b2=b2, damping=damping, denominator=denominator
-        )
-        ok = jnp.all(jnp.isfinite(new_x))
-        return keep_if(ok, f._replace(statistics=new_x), f), ~ok
-
-    return _common_rule(
-        eps=eps,
-        dtype=dtype,
-        update_freq=update_freq,
-        root_exponent=None,
-        update_block=per_axis_update(update_factor),
-    )
-
-
 def kradagrad_axis(step: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """The axis KrADagrad updates at statistics step ``step`` (reference schedule).
+    """The axis KrADagrad updates at statistics step ``step`` (the reference's schedule).
 
     For ``step < p^2`` (``p = len(shape)``) the axes take turns. Afterwards, in each window
     ``[k^2, (k+1)^2)`` the first ``p`` steps go to axes ``0..p-1`` and the remaining
@@ -187,7 +146,7 @@ def kradagrad_axis(step: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     p = len(shape)
     largest = max(range(p), key=lambda i: (shape[i], -i))
     step = jnp.asarray(step, jnp.int32)
-    # Integer square root; the float estimate is corrected by one in either direction.
+    # Integer square root: the float estimate is off by at most one either way.
     r = jnp.floor(jnp.sqrt(step.astype(jnp.float32))).astype(jnp.int32)
     r = jnp.where(r * r > step, r - 1, r)
     r = jnp.where((r + 1) * (r + 1) <= step, r + 1, r)
@@ -196,63 +155,94 @@ def kradagrad_axis(step: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return jnp.where(step < p * p, step % p, late).astype(jnp.int32)
 
 
-def kradagrad_rule(
-    *,
-    b2: float,
-    eps: float,
-    damping: float,
-    denominator: Denominator,
-    update_freq: int,
-    root_exponent: float,
-    dtype,
+def _rule(
+    *, one_axis, b2, eps, damping, denominator, update_freq, root_exponent, dtype
 ) -> KroneckerRule:
-    """KrADagrad: one axis per statistics step, fed the gradient preconditioned elsewhere."""
+    """KrADagrad (``one_axis``) or KrADagrad* as a :class:`KroneckerRule`."""
+
+    def init_factor(d):
+        # KrADagrad reads P_j (j != i) before the first refresh, so P_0 must be X_0's root;
+        # KrADagrad* refreshes P at step 0 before using it.
+        scale = (1.0 / eps) ** root_exponent if one_axis else 1.0
+        return KradFactor(jnp.eye(d, dtype=dtype) / eps, jnp.eye(d, dtype=dtype) * scale)
+
+    def update_factor(f, g):
+        new = inverse_statistic_update(
+            f.statistics, g.astype(dtype), b2=b2, damping=damping, denominator=denominator
+        )
+        ok = jnp.all(jnp.isfinite(new))
+        return keep_if(ok, f._replace(statistics=new), f), (~ok).astype(jnp.int32)
+
+    def precondition(f, y, axis):
+        moved = jnp.moveaxis(y, axis, 0)
+        out = _mm(f.preconditioner, moved.reshape(moved.shape[0], -1)).reshape(moved.shape)
+        return jnp.moveaxis(out, 0, axis)
 
     def update_axis(axis, factors, block):
         y = block.astype(dtype)
         for j, f in enumerate(factors):
             if j != axis:
-                moved = jnp.moveaxis(y, j, 0)
-                y = jnp.moveaxis(
-                    _mm(f.preconditioner, moved.reshape(moved.shape[0], -1)).reshape(moved.shape),
-                    0,
-                    j,
-                )
-        f = factors[axis]
-        new_x = inverse_statistic_update(
-            f.statistics, matricize(y, axis), b2=b2, damping=damping, denominator=denominator
-        )
-        ok = jnp.all(jnp.isfinite(new_x))
-        out = list(factors)
-        out[axis] = keep_if(ok, f._replace(statistics=new_x), f)
-        return tuple(out), (~ok).astype(jnp.int32)
+                y = precondition(f, y, j)
+        new, bad = update_factor(factors[axis], matricize(y, axis))
+        return tuple(new if j == axis else f for j, f in enumerate(factors)), bad
 
-    def update_block(factors, block, count):
-        axis = kradagrad_axis(count, block.shape)
+    def one_axis_update(factors, block, count):
         branches = [lambda fs, b, a=a: update_axis(a, fs, b) for a in range(len(factors))]
-        # count is not vmapped over blocks, so this stays a real switch: one d^3 update.
-        return jax.lax.switch(axis, branches, factors, block)
+        # count is not batched over blocks, so this stays a real switch: one d^3 update.
+        return jax.lax.switch(kradagrad_axis(count, block.shape), branches, factors, block)
 
-    return _common_rule(
-        eps=eps,
-        dtype=dtype,
-        update_freq=update_freq,
-        root_exponent=root_exponent,
-        update_block=update_block,
+    def refresh_factor(f, exponent):
+        root, ok = positive_root(f.statistics, exponent)
+        return keep_if(ok, f._replace(preconditioner=root), f), ~ok
+
+    return KroneckerRule(
+        init_factor=init_factor,
+        update_block=one_axis_update if one_axis else per_axis_update(update_factor),
+        refresh_factor=refresh_factor,
+        apply_factor=lambda f, y, e: _mm(f.preconditioner, y.astype(dtype)).astype(y.dtype),
+        stats_every=1,
+        refresh_every=update_freq,
     )
 
 
-def _validate(*, eps, damping, denominator, update_freq, exponent_override):
-    validate_update_freq(update_freq)
+def _scale(one_axis: bool, **kw) -> optax.GradientTransformation:
+    """Validate, build the rule and hand it to :func:`sketchy.kronecker.scale_by_kronecker`."""
+    eps, damping, graft, b2 = kw["eps"], kw["damping"], kw["graft"], kw["b2"]
+    validate_update_freq(kw["update_freq"])
     if not eps > 0:
         raise ValueError(f"eps must be > 0 (X starts at I / eps), got {eps!r}")
-    if denominator not in DENOMINATORS:
-        raise ValueError(f"denominator must be one of {DENOMINATORS}, got {denominator!r}")
-    # X - damping X^2 is PSD only while damping * lambda_max(X) <= 1, and lambda_max(X_0) = 1/eps.
+    if kw["denominator"] not in DENOMINATORS:
+        raise ValueError(f"denominator must be one of {DENOMINATORS}, got {kw['denominator']!r}")
+    # X - damping X^2 stays PSD only while damping * lambda_max(X) < 1; lambda_max(X_0) = 1/eps.
     if not 0.0 <= damping * (1.0 / eps) < 1.0:
         raise ValueError(f"damping must be in [0, eps) = [0, {eps!r}), got {damping!r}")
-    if exponent_override is not None and not exponent_override > 0:
-        raise ValueError(f"exponent_override must be > 0 or None, got {exponent_override!r}")
+    override = kw["exponent_override"]
+    if override is not None and not override > 0:
+        raise ValueError(f"exponent_override must be > 0 or None, got {override!r}")
+    if graft in ("rmsprop", "adafactor") and b2 == 1.0:
+        # Their bias-corrected EMA divides 0 by 0 at b2 = 1 (NaN).
+        raise ValueError(f"graft={graft!r} needs b2 < 1; use graft='adagrad' with b2=1")
+    root = (override or 0.5) if one_axis else override
+    rule = _rule(
+        one_axis=one_axis,
+        b2=b2,
+        eps=eps,
+        damping=damping,
+        denominator=kw["denominator"],
+        update_freq=kw["update_freq"],
+        root_exponent=root,
+        dtype=kw["dtype"],
+    )
+    return scale_by_kronecker(
+        rule,
+        block_size=kw["block_size"],
+        max_precond_dim=kw["max_precond_dim"],
+        b2=b2,
+        graft=graft,
+        graft_eps=kw["graft_eps"],
+        start_preconditioning_step=kw["start_preconditioning_step"],
+        exponent_override=root,
+    )
 
 
 def scale_by_kradagrad_star(
@@ -264,7 +254,7 @@ def scale_by_kradagrad_star(
     damping: float = 0.0,
     update_freq: int = 10,
     start_preconditioning_step: int = 10,
-    graft: str = "rmsprop",
+    graft: str = "adagrad",
     graft_eps: float = 1e-8,
     max_precond_dim: int = 4096,
     exponent_override: float | None = None,
@@ -273,51 +263,41 @@ def scale_by_kradagrad_star(
     """KrADagrad*'s preconditioned, grafted direction (no momentum, no learning rate).
 
     Every step, every axis ``i`` of every block: ``X_i <- X_i - X_i M X_i / s`` with
-    ``M = G_(i) G_(i)^T`` (module doc); every ``update_freq`` steps
-    ``P_i = X_i^{1/(2p)}``; direction ``G x_1 P_1 ... x_p P_p``, grafted like Shampoo's.
-    Costs match Shampoo's (two ``d x d`` matrices per factor, one ``eigh`` per refresh)
-    without ever inverting an ill-conditioned matrix.
+    ``M = G_(i) G_(i)^T`` (module doc); every ``update_freq`` steps ``P_i = X_i^{1/(2p)}``;
+    direction ``G x_1 P_1 ... x_p P_p``, grafted like Shampoo's. Costs match Shampoo's (two
+    ``d x d`` matrices per factor, one ``eigh`` per refresh) with no inversion.
 
     Args:
-      block_size, start_preconditioning_step, graft, graft_eps, max_precond_dim: as in
+      block_size, start_preconditioning_step, graft_eps, max_precond_dim: as in
         :func:`sketchy.scale_by_shampoo`.
-      b2: ``L <- b2 L + G G^T`` in inverse form (``X <- X / b2`` first); 1.0: a plain sum,
-        as in the paper's experiments. Also the graft's EMA factor.
+      b2: ``L <- b2 L + G G^T`` in inverse form (``X <- X / b2`` first); 1.0 (default, the
+        paper's experiments): a sum, as in AdaGrad. Also the graft's EMA factor.
       eps: ``X_0 = I / eps``, i.e. ``L_0 = eps I``.
       denominator: ``"trace"`` (default), ``"trace_dim"`` or ``"frobenius"`` (module doc).
-      damping: the reference's ``X <- X - damping X X`` before each update, in ``[0, eps)``;
+      damping: the reference's ``X <- X - damping X X`` before each step, in ``[0, eps)``;
         breaks the domination guarantee (module doc).
       update_freq: recompute the roots every this many steps (statistics: every step).
-      exponent_override: ``P_i = X_i^exponent_override`` instead of ``1/(2p)`` (the
-        reference's ONS-style option is ``1/p``).
-      dtype: of ``X``, ``P`` and ``eigh`` (float32; ``jnp.float64`` needs ``jax_enable_x64``).
+      graft: as in :func:`sketchy.scale_by_shampoo`; ``rmsprop``/``adafactor`` need
+        ``b2 < 1``, hence the default ``adagrad``.
+      exponent_override: ``P_i = X_i^exponent_override`` instead of ``X_i^{1/(2p)}``.
+      dtype: of ``X``, ``P`` and ``eigh``; float64 needs ``jax_enable_x64``.
 
     Reference: Mei, Moreno, Walters, UAI 2023 (arXiv 2305.19416), "KrADagrad*".
     """
-    _validate(
-        eps=eps,
-        damping=damping,
-        denominator=denominator,
-        update_freq=update_freq,
-        exponent_override=exponent_override,
-    )
-    rule = kradagrad_star_rule(
-        b2=b2,
-        eps=eps,
-        damping=damping,
-        denominator=denominator,
-        update_freq=update_freq,
-        dtype=dtype,
-    )
-    return scale_by_kronecker(
-        rule,
+    return _scale(
+        False,
         block_size=block_size,
-        max_precond_dim=max_precond_dim,
         b2=b2,
+        eps=eps,
+        denominator=denominator,
+        damping=damping,
+        update_freq=update_freq,
+        start_preconditioning_step=start_preconditioning_step,
         graft=graft,
         graft_eps=graft_eps,
-        start_preconditioning_step=start_preconditioning_step,
+        max_precond_dim=max_precond_dim,
         exponent_override=exponent_override,
+        dtype=dtype,
     )
 
 
@@ -330,7 +310,7 @@ def scale_by_kradagrad(
     damping: float = 0.0,
     update_freq: int = 10,
     start_preconditioning_step: int = 10,
-    graft: str = "rmsprop",
+    graft: str = "adagrad",
     graft_eps: float = 1e-8,
     max_precond_dim: int = 4096,
     exponent_override: float | None = None,
@@ -338,60 +318,38 @@ def scale_by_kradagrad(
 ) -> optax.GradientTransformation:
     """KrADagrad's preconditioned, grafted direction (no momentum, no learning rate).
 
-    One axis per statistics step (:func:`kradagrad_axis`): for that axis ``i``,
-    ``Gh = G x_{j != i} P_j`` (the gradient preconditioned on every *other* axis) and
+    One axis per statistics step (:func:`kradagrad_axis`; the step count is the statistics
+    step since statistics run every step): for that axis ``i``, ``Gh = G x_{j != i} P_j``
+    (the gradient preconditioned on every *other* axis) and
     ``X_i <- X_i - X_i Gh_(i) Gh_(i)^T X_i / s``; every ``update_freq`` steps
-    ``P_i = X_i^{1/2}`` for every order; direction ``G x_1 P_1 ... x_p P_p``.
+    ``P_i = X_i^{1/2}`` whatever the order; direction ``G x_1 P_1 ... x_p P_p``.
 
-    Why exponent ``1/2`` whatever the order: each statistic is accumulated from a gradient
-    already whitened by the other factors, so for a matrix ``L_1 ~ sum G R^{-1} G^T`` with
-    ``R ~ X_2^{-1}``: ``L_1 (x) R`` fits the full-matrix AdaGrad statistic
+    Why ``1/2`` for every order: each statistic is accumulated from a gradient already
+    whitened by the other factors. For a matrix, ``L_1 = sum G X_2 G^T`` with
+    ``X_2 ~ R^{-1}``, so ``L_1 (x) R`` fits the full-matrix AdaGrad statistic
     ``sum vec(G) vec(G)^T`` itself (up to a scalar), not its ``p``-th power as Shampoo's
-    factors do, so full-matrix AdaGrad's ``-1/2`` applies to each factor. One ``d^3``
-    update per step instead of ``p``.
+    factors do; full-matrix AdaGrad's ``-1/2`` then applies to each factor.
 
-    Args: as :func:`scale_by_kradagrad_star` (``exponent_override`` replaces ``1/2``; the
-    reference's ONS-style option is ``1.0``).
+    Args: as :func:`scale_by_kradagrad_star`; ``exponent_override`` replaces ``1/2`` (the
+    reference's ONS-style option is ``1.0``). The reference starts from ``X_0 = I`` with
+    ``damping = 1e-8`` and the ``"frobenius"`` denominator: ``eps=1.0, damping=1e-8``.
 
     Reference: Mei, Moreno, Walters, UAI 2023 (arXiv 2305.19416), "KrADagrad".
     """
-    _validate(
-        eps=eps,
-        damping=damping,
-        denominator=denominator,
-        update_freq=update_freq,
-        exponent_override=exponent_override,
-    )
-    root_exponent = exponent_override or 0.5
-    rule = kradagrad_rule(
-        b2=b2,
-        eps=eps,
-        damping=damping,
-        denominator=denominator,
-        update_freq=update_freq,
-        root_exponent=root_exponent,
-        dtype=dtype,
-    )
-    return scale_by_kronecker(
-        rule,
+    return _scale(
+        True,
         block_size=block_size,
-        max_precond_dim=max_precond_dim,
         b2=b2,
+        eps=eps,
+        denominator=denominator,
+        damping=damping,
+        update_freq=update_freq,
+        start_preconditioning_step=start_preconditioning_step,
         graft=graft,
         graft_eps=graft_eps,
-        start_preconditioning_step=start_preconditioning_step,
-        exponent_override=root_exponent,
-    )
-
-
-def _chain(direction, learning_rate, *, b1, nesterov, weight_decay, weight_decay_mask):
-    return with_momentum_and_lr(
-        direction,
-        learning_rate,
-        b1=b1,
-        nesterov=nesterov,
-        weight_decay=weight_decay,
-        weight_decay_mask=weight_decay_mask,
+        max_precond_dim=max_precond_dim,
+        exponent_override=exponent_override,
+        dtype=dtype,
     )
 
 
@@ -409,7 +367,7 @@ def kradagrad_star(
     damping: float = 0.0,
     update_freq: int = 10,
     start_preconditioning_step: int = 10,
-    graft: str = "rmsprop",
+    graft: str = "adagrad",
     graft_eps: float = 1e-8,
     max_precond_dim: int = 4096,
     exponent_override: float | None = None,
@@ -433,7 +391,7 @@ def kradagrad_star(
         exponent_override=exponent_override,
         dtype=dtype,
     )
-    return _chain(
+    return with_momentum_and_lr(
         direction,
         learning_rate,
         b1=b1,
@@ -457,7 +415,7 @@ def kradagrad(
     damping: float = 0.0,
     update_freq: int = 10,
     start_preconditioning_step: int = 10,
-    graft: str = "rmsprop",
+    graft: str = "adagrad",
     graft_eps: float = 1e-8,
     max_precond_dim: int = 4096,
     exponent_override: float | None = None,
@@ -481,7 +439,7 @@ def kradagrad(
         exponent_override=exponent_override,
         dtype=dtype,
     )
-    return _chain(
+    return with_momentum_and_lr(
         direction,
         learning_rate,
         b1=b1,
