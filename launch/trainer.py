@@ -7,6 +7,7 @@ depends on Hydra.
 """
 
 import functools
+import logging
 import signal
 import time
 from pathlib import Path
@@ -23,6 +24,9 @@ from launch.run_record import write_record
 from launch.train_step import init_train_state, train_step
 from sketchy import memory, spectra
 from sketchy.kronecker import optimizer_counters
+
+# Orbax reports every save step at INFO through absl; the metrics log is what users read.
+logging.getLogger("absl").setLevel(logging.WARNING)
 
 
 def _check_batch_sizes(trainer_cfg, n_data: int) -> None:
