@@ -148,6 +148,6 @@ def select_tasks(sources: list[str], positives: np.ndarray, missing: np.ndarray)
     if len(chosen) < NUM_TASKS:
         raise ValueError(
             f"Only {len(chosen)} of {NUM_TASKS} mini-dataset tasks have a positive rate in "
-            f"[{MIN_RATE}, {MAX_RATE}]; use more molecules (max_molecules >= 1000)."
+            f"[{MIN_RATE}, {MAX_RATE}]; use more molecules (max_molecules of 100 or more)."
         )
     return chosen

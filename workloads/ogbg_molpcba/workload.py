@@ -181,7 +181,7 @@ class OgbgMolpcba:
 
     def apply(self, params, model_state, batch, *, rng, train):
         """Logits ``(n_graph, 128)`` of every graph slot (padding included) and the state."""
-        rngs = {"dropout": rng} if train else {}
+        rngs = {"dropout": rng} if train and rng is not None else {}
         logits = self.model.apply(
             {"params": params}, to_graphs_tuple(batch), train=train, rngs=rngs
         )
