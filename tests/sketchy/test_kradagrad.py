@@ -315,3 +315,22 @@ def test_state_bytes_categories():
 def test_bad_hyperparameters_raise(build, kwargs, name):
     with pytest.raises(ValueError, match=name):
         build(1e-3, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["kradagrad", "kradagrad_star"])
+def test_config_lists_every_argument_and_instantiates(name):
+    import inspect
+    from pathlib import Path
+
+    import hydra
+    from omegaconf import OmegaConf
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "optimizer" / f"{name}.yaml"
+    cfg = OmegaConf.load(path)
+    fn = {"kradagrad": kradagrad, "kradagrad_star": kradagrad_star}[name]
+    wanted = set(inspect.signature(fn).parameters) - {"weight_decay_mask"}
+    assert set(cfg) - {"_target_", "_partial_"} == wanted
+    tx = hydra.utils.instantiate(cfg, learning_rate=optax.constant_schedule(1e-3))()
+    params = {"w": jnp.ones((5, 3))}
+    u, _ = jax.jit(tx.update)(params, tx.init(params), params)
+    assert np.all(np.isfinite(np.asarray(u["w"])))
