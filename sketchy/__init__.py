@@ -5,7 +5,7 @@ preconditioned direction; the short names chain momentum, weight decay and the l
 rate. Adam is :func:`optax.adamw`.
 """
 
-from sketchy import memory, spectra
+from sketchy import memory, oco, spectra
 from sketchy.frequent_directions import FDState, fd_covariance, fd_init, fd_update
 from sketchy.kronecker import KroneckerRule, KroneckerState, scale_by_kronecker
 from sketchy.shampoo import ShampooFactor, scale_by_shampoo, shampoo
@@ -20,6 +20,7 @@ __all__ = [
     "fd_init",
     "fd_update",
     "memory",
+    "oco",
     "scale_by_kronecker",
     "scale_by_shampoo",
     "scale_by_sketchy",
