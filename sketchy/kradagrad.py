@@ -22,29 +22,34 @@ Since ``Y -> (Y^{-1} + M)^{-1}`` is monotone, induction from ``X_0 = L_0^{-1}`` 
 ``X_t >= L_t^{-1}`` and ``X_t > 0`` at every step: ``X`` never needs an inversion, and its
 positive root is well defined. The denominators offered all satisfy the bound:
 
-- ``"trace"`` (default; the reference's KrADagrad* as used in its experiments):
-  ``s = 1 + tr(M X) = 1 + tr(A) >= 1 + lambda_max(A)`` because ``A`` is PSD. It is the
+- ``"trace"`` (default; the reference's released KrADagrad*, un-batched path, which its
+  quadratic notebook runs): ``s = 1 + tr(M X) = 1 + tr(A) >= 1 + lambda_max(A)`` because
+  ``A`` is PSD. It is the
   Sherman-Morrison formula, i.e. *exact*, whenever ``M`` has rank one, and then the
   largest valid step (Cauchy-Schwarz: ``||X g|| ||g|| >= g^T X g``, so Frobenius is looser).
-- ``"trace_dim"``: ``s = d (1 + tr(M X))`` (the reference's KrADagrad* CPU path); it
-  dominates too but shrinks ``X`` ``d`` times more slowly for no extra guarantee.
+- ``"trace_dim"``: ``s = d (1 + tr(M X))`` (a ``d_i``-scaled trace found in one version of
+  the reference's KrADagrad* CPU path); it dominates too but shrinks ``X`` about ``d``
+  times more slowly for no extra guarantee.
 - ``"frobenius"``: ``s = 1 + ||X M||_F`` (the reference's KrADagrad and its batched
   KrADagrad* path). ``X M`` is similar to ``X^{1/2} M X^{1/2}``, whose non-zero eigenvalues
-  are ``A``'s, so ``||X M||_F >= rho(X M) = lambda_max(A)``. It is smaller than the trace
-  when ``M`` has many comparable eigenvalues (full-rank gradients), larger for rank one.
+  are ``A``'s, so ``||X M||_F >= rho(X M) = lambda_max(A)``. For ``X`` near a multiple of
+  ``I`` it is smaller than the trace when ``M`` has many comparable eigenvalues (full-rank
+  gradients); it is larger for rank one, and for ill-conditioned ``X``.
 
 Damping (the reference's ``X - eps X X``, a first-order approximation of
 ``(X^{-1} + damping I)^{-1}``) lies *below* the exact damped inverse (``1 - t <= 1/(1 + t)``)
 and turns eigenvalues above ``1/damping`` negative, so it breaks the domination guarantee;
 it is off by default because ``X_0 = I / eps`` already carries Shampoo's ``eps I``.
 
-Why float32 suffices: rounding perturbs ``X`` by about ``u ||X||`` (``u`` the unit
-roundoff, ``||X|| <= 1/eps`` when ``b2 = 1``), i.e. *absolutely*. Directions of small
-curvature, where the preconditioner is large, are kept to full relative precision, and
-directions of large curvature, whose entries of ``X`` are tiny, are at worst rounded to
-``O(u / eps)``: an implicit relative regularization, not a blow-up. Shampoo float32 has the
-opposite failure: ``eigh`` of ``L`` loses its small eigenvalues, which its inverse root
-turns into the largest preconditioner entries.
+Why float32 is meant to suffice (the paper's claim; measured in
+``results/tables/kradagrad_quadratic.md``): rounding perturbs ``X`` by about ``u ||X||``
+(``u`` the unit roundoff, ``||X|| <= 1/eps`` when ``b2 = 1``), i.e. *absolutely*.
+Directions of small curvature, where the preconditioner is large, keep full relative
+precision; directions of large curvature, whose entries of ``X`` are tiny, are at worst
+rounded to ``O(u / eps)`` (so ``P`` there is at most about ``(u / eps)^{1/(2p)}``): an
+implicit relative regularization, not a blow-up. Shampoo float32 fails the other way:
+``eigh`` of ``L`` loses its small eigenvalues, which the inverse root turns into the
+largest preconditioner entries.
 
 The preconditioner is a positive root of ``X`` (``eigh``; rounding negatives clipped to 0),
 recomputed every ``update_freq`` steps: ``P_i = X_i^{1/(2p)}`` for KrADagrad*,
