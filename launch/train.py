@@ -7,6 +7,7 @@ the resolved config as an immutable ``FrozenConfigDict``. Bad input exits with o
 
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -19,7 +20,11 @@ from launch.errors import UserError
 
 
 def run(cfg: DictConfig) -> dict:
-    from launch.trainer import train  # after Hydra: importing jax here keeps --help fast
+    # Imported here, not at the top: `train.py --help` and config errors stay fast.
+    import jax
+
+    from launch.trainer import train
+    from results.atomic import write_text
 
     workload = instantiate(cfg.workload)
     make_optimizer = instantiate(cfg.optimizer)
@@ -27,6 +32,8 @@ def run(cfg: DictConfig) -> dict:
         peak_value=cfg.optimizer.learning_rate, total_steps=cfg.trainer.steps
     )
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    if jax.process_index() == 0:
+        write_text(Path(cfg.run_dir) / "config.yaml", OmegaConf.to_yaml(resolved))
     # Which option of each config group was chosen (names used by records and figures).
     resolved["choices"] = {
         k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")

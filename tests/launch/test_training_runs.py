@@ -120,3 +120,37 @@ def test_multirun_over_two_ranks(data_dir, tmp_path):
     ranks = sorted(json.loads((r / "metrics.jsonl").read_text().splitlines()[0])
                    ["optimizer/bytes_statistics"] for r in runs)
     assert ranks[0] < ranks[1]  # rank 4 keeps smaller sketches than rank 8
+
+
+def test_sigterm_saves_and_resumes(data_dir, tmp_path):
+    """SIGTERM mid-run: checkpoint, clean exit (rc 0); rerunning resumes from that step."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "launch/train.py", "debug=smoke", "trainer.steps=400",
+            "trainer.log_every=1", "trainer.checkpoint_every=1000", "optimizer=adam",
+            f"workload.data_dir={data_dir}", "workload.max_molecules=300", f"run_dir={run_dir}"]
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        rows = read_metrics(run_dir)
+        if any(r.get("step", 0) >= 3 and "train/loss" in r for r in rows):
+            break
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    saved = metrics_of(run_dir)
+    assert saved.get("stopped_by_sigterm") == 1
+    steps = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps and 3 <= steps[-1] < 400
+    assert (run_dir / "config.yaml").exists()
+    again = run_cli(args[2:-1] + [f"run_dir={run_dir}", "trainer.steps=" + str(steps[-1] + 2)])
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert metrics_of(run_dir)["resumed_from_step"] == steps[-1]
