@@ -1,11 +1,17 @@
 """ogbg_molpcba model, loss and metric: parameter count, masking, OGB's mAP."""
 
+import functools
+import inspect
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from workloads.ogbg_molpcba import OgbgMolpcba
+from workloads.ogbg_molpcba import OgbgMolpcba, batching
 from workloads.ogbg_molpcba.metrics import masked_bce, mean_average_precision
 from workloads.ogbg_molpcba.model import resolve_size
 
@@ -79,8 +85,9 @@ def test_masked_entries_and_padding_contribute_nothing_to_the_loss():
 
 
 def test_workload_loss_ignores_padding_graphs_and_missing_labels():
-    workload = OgbgMolpcba(size="tiny", dropout_rate=0.0)
-    params, state = workload.init(jax.random.key(0))
+    workload = OgbgMolpcba(size="tiny", num_message_passing_steps=1, latent_dim=16)
+    params, state = jax.jit(workload.init)(jax.random.key(0))
+    loss = jax.jit(functools.partial(workload.loss, rng=None, train=False))
     example = {
         "num_nodes": np.array([3]),
         "node_feat": np.arange(27, dtype=np.float32).reshape(3, 9) % 5,
@@ -89,16 +96,25 @@ def test_workload_loss_ignores_padding_graphs_and_missing_labels():
         "edge_index": np.array([[0, 1], [1, 2]]),
         "labels": np.where(np.arange(128) % 3 == 0, np.nan, np.arange(128) % 2).astype(np.float32),
     }
-    from workloads.ogbg_molpcba import batching
-
     budget = batching.Budget(n_graph=3, n_node=10, n_edge=12)
     batch = batching.concat_shards([batching.pack([example], budget)])
-    total, (count, new_state) = workload.loss(params, state, batch, rng=None, train=False)
+    total, (count, new_state) = loss(params, state, batch)
     assert float(count) == np.sum(~np.isnan(example["labels"]))
     assert new_state == {}
     # Labels of padding graphs and of missing entries are irrelevant.
     noisy = dict(batch, labels=batch["labels"].copy())
     noisy["labels"][1:] = 1.0
     noisy["labels"][0, ::3] = 1.0
-    total2, _ = workload.loss(params, state, noisy, rng=None, train=False)
+    total2, _ = loss(params, state, noisy)
     assert float(total2) == pytest.approx(float(total), rel=1e-6)
+
+
+def test_hydra_config_lists_every_constructor_field_and_instantiates():
+    path = Path(__file__).parents[2] / "configs" / "workload" / "ogbg_molpcba.yaml"
+    cfg = OmegaConf.load(path)
+    fields = set(inspect.signature(OgbgMolpcba).parameters)
+    assert set(cfg) - {"_target_"} == fields
+    assert cfg.size == "paper" and cfg.data == "mini"
+    cfg.hidden_dims = [32]  # YAML lists arrive as ListConfig
+    workload = instantiate(cfg)
+    assert isinstance(workload, OgbgMolpcba) and tuple(workload.model.hidden_dims) == (32,)
