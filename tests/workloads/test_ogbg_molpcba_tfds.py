@@ -1,6 +1,8 @@
 """The real-data path of ogbg_molpcba: tfds.data_source (mocked and prepared), clear errors."""
 
 import itertools
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -70,10 +72,19 @@ def _write_ogb_csv(mini, root: Path) -> None:
         np.savetxt(raw / name, values, fmt=fmt, delimiter=",")
 
 
-def test_prepared_array_record_data_is_read_without_mocks(mini, tmp_path):
+def test_prepare_cli_writes_array_records_that_are_read_without_mocks(mini, tmp_path, monkeypatch):
     pytest.importorskip("importlib_resources", reason="tfds download_and_prepare needs it")
-    _write_ogb_csv(mini, tmp_path / "extracted")
-    prepare_tfds.prepare_from_extracted(tmp_path / "data", tmp_path / "extracted")
+    # A pcba.zip made from the mini data stands in for OGB's (the download needs network).
+    _write_ogb_csv(mini, tmp_path / "src")
+    pcba_zip = tmp_path / "pcba.zip"
+    with zipfile.ZipFile(pcba_zip, "w") as archive:
+        for path in sorted((tmp_path / "src").rglob("*.csv.gz")):
+            archive.write(path, path.relative_to(tmp_path / "src"))
+    monkeypatch.setattr(prepare_tfds, "PCBA_SHA256", prepare_tfds._sha256(pcba_zip))
+    argv = ["prepare_tfds", "--data_dir", str(tmp_path / "data"), "--pcba_zip", str(pcba_zip)]
+    monkeypatch.setattr(sys, "argv", argv)
+    prepare_tfds.main()
+
     workload = OgbgMolpcba(size="tiny", data="tfds", data_dir=str(tmp_path / "data"))
     for split in ("train", "validation", "test"):
         source = workload.source(split)
@@ -108,3 +119,10 @@ def test_data_prepared_in_another_format_names_only_the_missing_files(tmp_path):
         FileNotFoundError, match=r"lacks ogbg_molpcba-test\.array_record-\*-of-\*\."
     ):
         OgbgMolpcba(data="tfds", data_dir=str(tmp_path)).source("test")
+
+
+def test_prepare_rejects_a_corrupt_pcba_zip(tmp_path):
+    bad = tmp_path / "pcba.zip"
+    bad.write_bytes(b"not the OGB archive")
+    with pytest.raises(ValueError, match="wrong sha256"):
+        prepare_tfds.fetch_pcba(tmp_path / "downloads", bad)

@@ -63,6 +63,13 @@ def fetch_pcba(download_dir: Path, pcba_zip: Path | None = None) -> Path:
 
 def prepare_from_extracted(data_dir: str | os.PathLike, extracted: Path) -> None:
     """Runs tfds ``download_and_prepare`` (array_record) on an extracted ``pcba`` folder."""
+    try:
+        import importlib_resources  # noqa: F401  (tfds's builders need it to prepare)
+    except ImportError as err:
+        raise ImportError(
+            "Preparing tfds ogbg_molpcba needs the PyPI package importlib_resources: "
+            "`pip install importlib_resources==7.1.0`."
+        ) from err
     import tensorflow_datasets as tfds
     from etils import epath
 

@@ -59,5 +59,5 @@ def open_split(data_dir: str | os.PathLike, split: str) -> Any:
             f"Real ogbg_molpcba data not found: {variant_dir(data_dir)} lacks "
             f"{', '.join(missing)}. Prepare it once (downloads ~40 MB from snap.stanford.edu, "
             f"needs network, writes ~1 GB) with `{prepare_command(data_dir)}`, "
-            "or set data=mini for the offline mini dataset."
+            "or use workload.data=mini for the offline mini dataset."
         ) from err
