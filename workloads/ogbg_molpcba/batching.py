@@ -15,6 +15,7 @@ first node, as jit over the whole array expects).
 """
 
 import dataclasses
+import functools
 import math
 import warnings
 from collections.abc import Iterator, Sequence
@@ -198,6 +199,7 @@ def _fetch(source: Any, ids: np.ndarray) -> list[Example]:
     return [source[int(i)] for i in ids]
 
 
+@functools.lru_cache(maxsize=2)  # every step of an epoch reuses it (350k ids for molpcba)
 def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
     """The shuffled order of epoch ``epoch``; a pure function of its arguments."""
     return np.random.default_rng([seed, epoch]).permutation(num_examples)
