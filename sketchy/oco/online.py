@@ -71,9 +71,25 @@ def run_logistic(
 
 
 def observation2_gradients(
-    key: jax.Array, num_rounds: int, r: int, d: int | None = None, dtype=jnp.float32
+    key: jax.Array,
+    num_rounds: int,
+    r: int,
+    d: int | None = None,
+    dtype=jnp.float32,
+    *,
+    signed: bool = True,
 ) -> jax.Array:
-    """Paper Observation 2: ``g_t`` i.i.d. uniform over ``r`` orthonormal vectors of ``R^d``.
+    """Paper Observation 2: ``g_t`` i.i.d. over ``r`` orthonormal vectors ``v_1..v_r`` of ``R^d``.
+
+    ``signed=True`` (default): ``g_t = eps_t v_{i_t}`` with ``i_t`` uniform on ``{1..r}`` and an
+    independent Rademacher sign ``eps_t``, so ``E g_t = 0`` and ``E g_t g_t^T = V V^T / r``.
+    ``signed=False``: ``g_t = v_{i_t}`` (mean ``V 1 / r``, norm ``1 / sqrt(r)``), the variant
+    without signs; same second moment.
+
+    A consequence of ``E g_t = 0`` that any use of the signed instance must keep in mind:
+    ``x_t`` depends on ``g_1..g_{t-1}`` only, so ``E <x_t, g_t> = 0`` and the expected regret on
+    the ball of radius ``R`` is ``R E||sum_t g_t||`` (about ``R sqrt(T)``) for *every* online
+    algorithm; only the unsigned variant lets the algorithms' regrets differ in expectation.
 
     The vectors are the columns of a random orthogonal matrix (so no coordinate basis favours
     diagonal methods); ``d`` defaults to ``r``.
@@ -84,9 +100,12 @@ def observation2_gradients(
     d = r if d is None else d
     if not 1 <= r <= d:
         raise ValueError(f"observation2_gradients: r must be in [1, d={d}], got {r}")
-    k_basis, k_pick = jax.random.split(key)
+    k_basis, k_pick, k_sign = jax.random.split(key, 3)
     basis, _ = jnp.linalg.qr(jax.random.normal(k_basis, (d, r), dtype))
-    return basis.T[jax.random.randint(k_pick, (num_rounds,), 0, r)]
+    grads = basis.T[jax.random.randint(k_pick, (num_rounds,), 0, r)]
+    if signed:
+        grads = grads * jax.random.rademacher(k_sign, (num_rounds, 1), dtype)
+    return grads
 
 
 def run_linear_regret(
@@ -99,36 +118,42 @@ def run_linear_regret(
     """Regret of online linear optimization ``f_t(x) = <x, g_t>`` on ``{||x||_2 <= radius}``.
 
     ``Regret_T = sum_{t<=T} <x_t, g_t> - min_{||x|| <= radius} sum_{t<=T} <x, g_t>
-    = sum_{t<=T} <x_t, g_t> + radius ||sum_{t<=T} g_t||``, reported at every ``T`` in
-    ``horizons`` from one run (the algorithms do not know ``T``), with ``x_1 = 0``.
+    = sum_{t<=T} <x_t, g_t> + radius ||sum_{t<=T} g_t||`` (the minimizer is
+    ``-radius S / ||S||`` for ``S = sum_{t<=T} g_t``, by Cauchy-Schwarz), reported at every
+    ``T`` in ``horizons`` from one run (the algorithms do not know ``T``), with ``x_1 = 0``.
 
     Args:
       make_tx: builds a *projecting* optimizer (``radius=radius``) from the hyperparameters.
       hparams: name -> ``[H]`` values.
-      grads: ``[T_max, d]`` the gradient sequence.
+      grads: ``[T_max, d]`` the gradient sequence, or ``[S, T_max, d]``: ``S`` sequences (e.g.
+        seeds) run in one compiled program.
       radius: of the feasible ball.
       horizons: increasing ``T`` values in ``[1, T_max]``.
 
     Returns:
-      ``[H, len(horizons)]`` regrets.
+      ``[H, len(horizons)]`` regrets (``[S, H, len(horizons)]`` for ``S`` sequences).
     """
     _grid_size(hparams)
     idx = jnp.asarray(np.asarray(horizons) - 1)
-    best = -radius * jnp.linalg.norm(jnp.cumsum(grads, axis=0)[idx], axis=1)
 
-    def one_setting(hp):
+    def one_setting(hp, seq):
         tx = make_tx(**hp)
-        x0 = jnp.zeros((grads.shape[1],), grads.dtype)
+        x0 = jnp.zeros((seq.shape[1],), seq.dtype)
 
         def round_(carry, g):
             x, state = carry
             updates, state = tx.update(g, state, x)
             return (optax.apply_updates(x, updates), state), jnp.dot(x, g)
 
-        _, losses = jax.lax.scan(round_, (x0, tx.init(x0)), grads)
-        return jnp.cumsum(losses)[idx] - best
+        _, losses = jax.lax.scan(round_, (x0, tx.init(x0)), seq)
+        return jnp.cumsum(losses)[idx]
 
-    return jax.jit(jax.vmap(one_setting))(dict(hparams))
+    def one_sequence(seq):
+        best = -radius * jnp.linalg.norm(jnp.cumsum(seq, axis=0)[idx], axis=1)
+        return jax.vmap(one_setting, in_axes=(0, None))(dict(hparams), seq) - best
+
+    run = jax.vmap(one_sequence) if grads.ndim == 3 else one_sequence
+    return jax.jit(run)(grads)
 
 
 def fit_exponent(horizons, regrets) -> float:

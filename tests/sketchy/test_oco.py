@@ -299,48 +299,115 @@ def test_fit_exponent_recovers_a_power_law():
     assert online.fit_exponent(horizons, 3.0 * horizons**0.75) == pytest.approx(0.75, abs=1e-12)
 
 
-def test_observation2_gradients_are_orthonormal_directions():
-    g = np.asarray(online.observation2_gradients(jax.random.key(0), 500, 4, 6, jnp.float64))
-    directions = np.unique(np.round(g, 12), axis=0)
-    assert g.shape == (500, 6) and len(directions) == 4
+def test_run_linear_regret_definition_and_batched_sequences():
+    """Regret = sum_t <x_t, g_t> + R ||sum_t g_t|| (x_t played before g_t is seen), and a
+    ``[S, T, d]`` batch gives the same numbers as ``S`` separate runs."""
+    rng = np.random.default_rng(8)
+    grads = rng.normal(size=(2, 30, 5))
+    horizons = np.array([1, 7, 30])
+    make = functools.partial(oco.s_adagrad, rank=2, radius=0.7)
+    hp = {"learning_rate": jnp.asarray([0.05, 0.5])}
+    batched = np.asarray(online.run_linear_regret(make, hp, jnp.asarray(grads), 0.7, horizons))
+    assert batched.shape == (2, 2, 3)
+    for s in range(2):
+        single = online.run_linear_regret(make, hp, jnp.asarray(grads[s]), 0.7, horizons)
+        np.testing.assert_allclose(batched[s], single, rtol=1e-12, atol=1e-12)
+    for h, lr in enumerate([0.05, 0.5]):
+        tx = make(learning_rate=lr)
+        update = jax.jit(tx.update)
+        for s in range(2):
+            x, played = jnp.zeros(5), []
+            state = tx.init(x)
+            for g in grads[s]:
+                played.append(float(x @ g))
+                updates, state = update(jnp.asarray(g), state, x)
+                x = optax.apply_updates(x, updates)
+            for i, t in enumerate(horizons):
+                want = sum(played[:t]) + 0.7 * np.linalg.norm(grads[s, :t].sum(0))
+                np.testing.assert_allclose(batched[s, h, i], want, rtol=1e-10)
+
+
+def test_observation2_gradients_signed_and_unsigned():
+    key = jax.random.key(0)
+    signed = np.asarray(online.observation2_gradients(key, 4000, 4, 6, jnp.float64))
+    unsigned = np.asarray(online.observation2_gradients(key, 4000, 4, 6, jnp.float64, signed=False))
+    assert signed.shape == unsigned.shape == (4000, 6)
+    directions = np.unique(np.round(unsigned, 12), axis=0)
+    assert len(directions) == 4
     np.testing.assert_allclose(directions @ directions.T, np.eye(4), atol=1e-12)
+    # Same directions, each round's sign flipped at random: g = eps v, eps in {-1, +1}.
+    eps = np.sum(signed * unsigned, axis=1)
+    np.testing.assert_allclose(np.abs(eps), 1.0, atol=1e-12)
+    assert 0.45 < np.mean(eps > 0) < 0.55
+    # Zero mean (E||mean||^2 = 1/n) vs the unsigned mean of norm 1/sqrt(r) = 0.5.
+    assert np.linalg.norm(signed.mean(0)) < 0.05
+    assert np.linalg.norm(unsigned.mean(0)) == pytest.approx(0.5, abs=0.05)
 
 
-def test_observation2_ada_fd_regret_grows_faster_than_s_adagrad():
-    """Observation 2, small: fixed-delta Ada-FD's tuned regret grows with a larger exponent
-    than S-AdaGrad's (dynamic diagonal) when the sketch (l = 4) is smaller than r = 16.
+def _observation2_regrets(make, hp, seeds, r, horizons, signed=True):
+    """``([seeds, H, horizons] regrets, [seeds, horizons] comparator terms ||sum g_t||)``."""
+    grads = jnp.stack(
+        [
+            online.observation2_gradients(
+                jax.random.key(s), int(horizons[-1]), r, dtype=jnp.float64, signed=signed
+            )
+            for s in seeds
+        ]
+    )
+    hp = {k: jnp.asarray(v) for k, v in hp.items()}
+    regrets = np.asarray(online.run_linear_regret(make, hp, grads, 1.0, horizons))
+    comparator = np.linalg.norm(np.cumsum(np.asarray(grads), 1)[:, horizons - 1], axis=2)
+    return regrets, comparator
 
-    (Measured gaps 0.12-0.15 over three seed pairs; the margin asked is 0.05.)"""
-    r, rank, horizons = 16, 3, np.array([64, 128, 256, 512, 1024, 2048])
-    lr = np.geomspace(1e-3, 10.0, 9)
-    lr_delta = np.array(np.meshgrid(np.geomspace(1e-4, 1.0, 5), np.geomspace(1e-4, 1.0, 5)))
-    runs = {
-        "s_adagrad": (
-            functools.partial(oco.s_adagrad, rank=rank, radius=1.0),
-            {"learning_rate": lr},
-        ),
-        "ada_fd": (
-            functools.partial(oco.ada_fd, rank=rank, radius=1.0),
-            {"learning_rate": lr_delta[0].ravel(), "delta": lr_delta[1].ravel()},
-        ),
-    }
+
+OBS2_RUNS = {  # small grids around each method's best region on r = 16, unit ball
+    "s_adagrad": (
+        functools.partial(oco.s_adagrad, rank=3, radius=1.0),
+        {"learning_rate": np.geomspace(1e-2, 10.0, 4)},
+    ),
+    "ada_fd": (
+        functools.partial(oco.ada_fd, rank=3, radius=1.0),
+        {
+            "learning_rate": np.repeat(np.geomspace(1e-2, 10.0, 4), 2),
+            "delta": np.tile([1e-2, 10.0], 4),
+        },
+    ),
+}
+
+
+def test_observation2_signed_instance_gives_every_method_the_same_regret():
+    """Signed Observation 2 instance (``g_t = eps_t v_{i_t}``, ``E g_t = 0``): ``x_t`` depends
+    on ``g_1..g_{t-1}`` only, so ``E <x_t, g_t> = 0`` and every method's expected regret is the
+    comparator term ``R E||sum_t g_t|| ~ sqrt(T)``. Hence no exponent gap between fixed-delta
+    Ada-FD and S-AdaGrad (sketch l = 4 < r = 16) appears on it, tuned per ``T`` or not; the
+    paper's T^(3/4) vs T^(1/2) separation cannot be shown on this instance. (Measured over six
+    sets of 8 seeds: exponents 0.47-0.56, gaps -0.02..0.03.)"""
+    r, seeds, horizons = 16, range(8), np.array([64, 128, 256, 512, 1024, 2048])
     exponents = {}
-    for name, (make, hp) in runs.items():
-        regret = np.mean(
-            [
-                online.run_linear_regret(
-                    make,
-                    {k: jnp.asarray(v) for k, v in hp.items()},
-                    online.observation2_gradients(jax.random.key(s), 2048, r, dtype=jnp.float64),
-                    1.0,
-                    horizons,
-                )
-                for s in range(2)
-            ],
-            axis=0,
-        )
-        exponents[name] = online.fit_exponent(horizons, regret.min(axis=0))
-    assert exponents["ada_fd"] > exponents["s_adagrad"] + 0.05, exponents
+    for name, (make, hp) in OBS2_RUNS.items():
+        regrets, comparator = _observation2_regrets(make, hp, seeds, r, horizons)
+        # The method's own loss sum_t <x_t, g_t> averages to ~0 for every setting: at most
+        # 0.4 of the comparator term (measured <= 0.23 over six seed sets; on the unsigned
+        # instance it is about -0.9 of it).
+        own = (regrets - comparator[:, None]).mean(0)
+        assert np.all(np.abs(own) < 0.4 * comparator.mean(0)), (name, own / comparator.mean(0))
+        exponents[name] = online.fit_exponent(horizons, regrets.mean(0).min(0))
+    assert all(0.4 < e < 0.6 for e in exponents.values()), exponents
+    assert abs(exponents["ada_fd"] - exponents["s_adagrad"]) < 0.1, exponents
+
+
+def test_observation2_unsigned_ada_fd_regret_grows_faster_than_s_adagrad():
+    """Unsigned instance (``g_t = v_{i_t}``, mean of norm ``1 / sqrt(r)``): there the methods
+    do differ. Fixed-delta Ada-FD is constant-step in the directions outside its sketch, and its
+    tuned regret grows with a larger exponent than S-AdaGrad's, whose dynamic diagonal
+    ``rho_{1:t}`` decays its steps. (Measured gaps 0.20-0.24 over six seed pairs; the margin
+    asked is 0.1.)"""
+    r, seeds, horizons = 16, range(2), np.array([64, 128, 256, 512, 1024, 2048])
+    exponents = {}
+    for name, (make, hp) in OBS2_RUNS.items():
+        regrets, _ = _observation2_regrets(make, hp, seeds, r, horizons, signed=False)
+        exponents[name] = online.fit_exponent(horizons, regrets.mean(0).min(0))
+    assert exponents["ada_fd"] > exponents["s_adagrad"] + 0.1, exponents
 
 
 # ----------------------------------------------------------------------------- LIBSVM reader
