@@ -25,7 +25,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 venv: $(STAMP)  ## create .venv with the pinned dependencies
 
 train: $(STAMP)  ## the main job: Sketchy on the offline ogbg_molpcba mini dataset (CPU, minutes)
-	$(PY) launch/train.py
+	$(PY) launch/train.py experiment=laptop
 
 test: $(STAMP)  ## fast test suite (CPU, no network)
 	$(PY) -m pytest -q -n 2 -m "not slow" tests
