@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export UV_PYTHON_DOWNLOADS := never
 export PYTHONDONTWRITEBYTECODE := 1
+# OpenBLAS (JAX's CPU LAPACK: eigh, SVD, QR) busy-waits its worker threads; with any other
+# busy process (pytest -n 2, a data loader) decompositions then run 10-100x slower.
+export OPENBLAS_NUM_THREADS ?= 1
 
 .PHONY: help venv train test test-all figures bench lint format lock clean
 

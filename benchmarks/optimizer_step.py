@@ -15,6 +15,10 @@ reference with its frequent-directions mode) is measured too when installed.
 
 import argparse
 import os
+
+# Single-threaded OpenBLAS (JAX's CPU LAPACK): its busy-waiting threads make decompositions
+# erratic as soon as anything else runs; set before numpy/jax load it.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import platform
 import sys
 import time
@@ -125,7 +129,8 @@ def main(argv=None) -> None:
     )
     args = ap.parse_args(argv)
     print(f"# jax {jax.__version__}, {jax.devices()[0].platform}, {platform.processor() or ''}"
-          f" {os.cpu_count()} cpus; update_freq={F}, block_size=1024")
+          f" {os.cpu_count()} cpus, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']};"
+          f" update_freq={F}, block_size=1024")
     for set_name in args.sets:
         shapes = SETS[set_name]()
         print(f"\n## {set_name}: {len(shapes)} tensors, {count(shapes):,} parameters\n")

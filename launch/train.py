@@ -6,17 +6,22 @@ the resolved config as an immutable ``FrozenConfigDict``. Bad input exits with o
 """
 
 import os
-import sys
-from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
-from ml_collections import FrozenConfigDict
-from omegaconf import DictConfig, OmegaConf
+# Before anything loads OpenBLAS (JAX's CPU LAPACK): its busy-waiting worker threads make
+# eigh/SVD 10-100x slower as soon as another process competes for the cores.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from launch.errors import UserError
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.errors import InstantiationException  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from ml_collections import FrozenConfigDict  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from launch.errors import UserError  # noqa: E402
 
 
 def run(cfg: DictConfig) -> dict:

@@ -9,6 +9,7 @@ depends on Hydra.
 import functools
 import logging
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -131,7 +132,9 @@ def train(workload, make_optimizer, schedule, cfg) -> dict:
     stopped_early = False
     t_last, steps_since = time.time(), 0
     bar = tqdm(range(start, tcfg.steps), initial=start, total=tcfg.steps, desc="train",
-               disable=not main_process or not tcfg.progress_bar, dynamic_ncols=True)
+               disable=not main_process or not tcfg.progress_bar, dynamic_ncols=True,
+               # Redirected output (CI, log files) gets a line every 30 s, not every step.
+               mininterval=0.1 if sys.stderr.isatty() else 30.0)
     try:
         for step in bar:
             batch = put(next(data))

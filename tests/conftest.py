@@ -4,6 +4,9 @@ import os
 
 # Must happen before jax initializes its backends (tests that build a mesh use 8 devices).
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# OpenBLAS (JAX's CPU LAPACK) busy-waits; with two pytest workers on two cores its threads
+# would make every eigh/SVD 10-100x slower.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_SILENT", "true")
 flags = os.environ.get("XLA_FLAGS", "")

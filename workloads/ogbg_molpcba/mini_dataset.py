@@ -8,6 +8,7 @@ atomically, so an interrupted preparation leaves nothing behind.
 """
 
 import os
+import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -78,7 +79,11 @@ def build(max_molecules: int | None = None, progress: bool = True) -> dict[str, 
     parsed = [(smi, mol) for smi, mol in parsed if mol is not None]
     featurize = mini_labels.MoleculeFeaturizer()
     graphs, hits, counts, values = [], [], [], []
-    for smi, mol in tqdm(parsed, desc="mini ogbg_molpcba", disable=not progress, unit="mol"):
+    # Redirected output (CI, log files) gets a line every 10 s instead of every update.
+    interval = 0.1 if sys.stderr.isatty() else 10.0
+    bar = tqdm(parsed, desc="mini ogbg_molpcba", disable=not progress, unit="mol",
+               mininterval=interval)
+    for smi, mol in bar:
         graphs.append(_graph_one_direction(smi))
         h, c, v = featurize(mol)
         hits.append(h)
