@@ -8,6 +8,7 @@ the same W&B run.
 import json
 import math
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,7 @@ class MetricsLog:
             import wandb
 
             id_file = Path(run_dir) / "wandb_run_id"
-            run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+            run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:8]
             id_file.write_text(run_id)
             os.environ.setdefault("WANDB_SILENT", "true")
             self._wandb = wandb.init(
