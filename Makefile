@@ -31,10 +31,10 @@ train: $(STAMP)  ## the main job: Sketchy on the offline ogbg_molpcba mini datas
 	$(PY) launch/train.py experiment=laptop
 
 test: $(STAMP)  ## fast test suite (CPU, no network)
-	$(PY) -m pytest -q -n 2 -m "not slow" tests
+	$(PY) -m pytest -q -n 2 -m "not slow" tests $(PYTEST_ARGS)
 
 test-all: $(STAMP)  ## every test, slow real-data runs included
-	$(PY) -m pytest -q -n 2 tests
+	$(PY) -m pytest -q -n 2 tests $(PYTEST_ARGS)
 
 figures: $(STAMP)  ## regenerate results/tables and results/figures from results/
 	$(PY) -m results.make_figures
