@@ -30,8 +30,9 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(__file__))
-import sketchy  # noqa: E402
 from param_shapes import SETS, count  # noqa: E402
+
+import sketchy  # noqa: E402
 from sketchy import memory  # noqa: E402
 
 F = 10  # update_freq of every preconditioned optimizer
@@ -59,9 +60,13 @@ def optimizers(include_reference: bool) -> dict[str, Callable[[], optax.Gradient
 def reference_optimizers() -> dict[str, Callable[[], optax.GradientTransformation]]:
     try:
         # precondition-opt 0.3.0 predates the removal of jax.tree_map & co.
-        for old, new in [("tree_map", jax.tree.map), ("tree_flatten", jax.tree.flatten),
-                         ("tree_unflatten", jax.tree.unflatten), ("tree_leaves", jax.tree.leaves),
-                         ("tree_structure", jax.tree.structure)]:
+        for old, new in [
+            ("tree_map", jax.tree.map),
+            ("tree_flatten", jax.tree.flatten),
+            ("tree_unflatten", jax.tree.unflatten),
+            ("tree_leaves", jax.tree.leaves),
+            ("tree_structure", jax.tree.structure),
+        ]:
             setattr(jax, old, new)
         from precondition import distributed_shampoo as ds
     except ImportError:
@@ -124,18 +129,25 @@ def main(argv=None) -> None:
     ap.add_argument("--sets", nargs="+", default=["small", "resnet50"], choices=sorted(SETS))
     ap.add_argument("--cycles", type=int, default=2, help="refresh cycles of update_freq steps")
     ap.add_argument("--no-reference", action="store_true", help="skip precondition-opt rows")
-    ap.add_argument(
-        "--only", nargs="*", default=None, help="substrings of optimizer names to run"
-    )
+    ap.add_argument("--only", nargs="*", default=None, help="substrings of optimizer names to run")
     args = ap.parse_args(argv)
-    print(f"# jax {jax.__version__}, {jax.devices()[0].platform}, {platform.processor() or ''}"
-          f" {os.cpu_count()} cpus, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']};"
-          f" update_freq={F}, block_size=1024")
+    print(
+        f"# jax {jax.__version__}, {jax.devices()[0].platform}, {platform.processor() or ''}"
+        f" {os.cpu_count()} cpus, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']};"
+        f" update_freq={F}, block_size=1024"
+    )
     for set_name in args.sets:
         shapes = SETS[set_name]()
         print(f"\n## {set_name}: {len(shapes)} tensors, {count(shapes):,} parameters\n")
-        header = ("optimizer", "compile s", "steady ms", "refresh ms", "refresh / shampoo",
-                  "state B/param/4", "2nd-moment B/param/4")
+        header = (
+            "optimizer",
+            "compile s",
+            "steady ms",
+            "refresh ms",
+            "refresh / shampoo",
+            "state B/param/4",
+            "2nd-moment B/param/4",
+        )
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
         rows = {}
@@ -145,9 +157,12 @@ def main(argv=None) -> None:
             rows[name] = r = measure(make(), shapes, args.cycles)
             base = rows.get("shampoo", {}).get("refresh_ms", float("nan"))
             rel = r["refresh_ms"] / base if "shampoo" in rows else float("nan")
-            print(f"| {name} | {r['compile_s']:.1f} | {r['steady_ms']:.1f} | "
-                  f"{r['refresh_ms']:.1f} | {rel:.2f} | {r['state_per_param']:.2f} | "
-                  f"{r['stats_per_param']:.2f} |", flush=True)
+            print(
+                f"| {name} | {r['compile_s']:.1f} | {r['steady_ms']:.1f} | "
+                f"{r['refresh_ms']:.1f} | {rel:.2f} | {r['state_per_param']:.2f} | "
+                f"{r['stats_per_param']:.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from launch.errors import UserError
 
+
 def _launched_as_multiprocess() -> bool:
     """Whether a launcher (manual coordinator, SLURM, Open MPI) started several processes."""
     if "JAX_COORDINATOR_ADDRESS" in os.environ:

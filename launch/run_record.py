@@ -28,8 +28,12 @@ def versions() -> dict[str, str]:
             pass
     try:
         out["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-            cwd=Path(__file__).parent, check=False,
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+            check=False,
         ).stdout.strip()
     except OSError:
         pass
@@ -64,8 +68,15 @@ def curves(run_dir: Path, max_points: int = 400) -> dict[str, list[list[float]]]
     return out
 
 
-def write_record(path: Path, *, config: dict, run_dir: Path, final: dict, wall_time_s: float,
-                 extra: dict | None = None) -> Path:
+def write_record(
+    path: Path,
+    *,
+    config: dict,
+    run_dir: Path,
+    final: dict,
+    wall_time_s: float,
+    extra: dict | None = None,
+) -> Path:
     record = {
         "config": config,
         "run_dir": str(run_dir),

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 from tqdm.auto import tqdm
 
 from launch import mesh as mesh_lib
@@ -84,12 +83,14 @@ def train(workload, make_optimizer, schedule, cfg) -> dict:
     )
 
     # ---- Restore (automatic when run_dir holds a checkpoint) or initialize.
-    ckpt = Checkpointer(run_dir / "checkpoints", every=tcfg.checkpoint_every,
-                        keep=tcfg.keep_checkpoints)
+    ckpt = Checkpointer(
+        run_dir / "checkpoints", every=tcfg.checkpoint_every, keep=tcfg.keep_checkpoints
+    )
     resumed_from = ckpt.latest_step()
     if resumed_from is not None:
         target = jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            abstract,
             state_sharding,
         )
         state, _ = ckpt.restore(target)
@@ -98,8 +99,12 @@ def train(workload, make_optimizer, schedule, cfg) -> dict:
     start = int(state.step)
 
     log = MetricsLog(
-        run_dir, wandb_mode=cfg.logger.wandb_mode, project=cfg.logger.project,
-        run_name=run_dir.name, config=cfg.to_dict(), tags=list(cfg.logger.tags),
+        run_dir,
+        wandb_mode=cfg.logger.wandb_mode,
+        project=cfg.logger.project,
+        run_name=run_dir.name,
+        config=cfg.to_dict(),
+        tags=list(cfg.logger.tags),
         is_main_process=main_process,
     )
     mem = memory.state_bytes(abstract.opt_state)
@@ -112,17 +117,23 @@ def train(workload, make_optimizer, schedule, cfg) -> dict:
     log.log(start, static)
 
     put = functools.partial(mesh_lib.put_batch, mesh=mesh)
-    data = workload.batches("train", tcfg.batch_size, seed=cfg.seed, num_shards=n_data,
-                            start_step=start)
+    data = workload.batches(
+        "train", tcfg.batch_size, seed=cfg.seed, num_shards=n_data, start_step=start
+    )
     meta = {"seed": cfg.seed, "run_dir": str(run_dir)}
 
     def evaluate(step: int, splits) -> dict:
         out = {}
         for split in splits:
             t0 = time.time()
-            out |= workload.evaluate(state.params, state.model_state, split,
-                                     global_batch_size=tcfg.eval_batch_size, num_shards=n_data,
-                                     put=put)
+            out |= workload.evaluate(
+                state.params,
+                state.model_state,
+                split,
+                global_batch_size=tcfg.eval_batch_size,
+                num_shards=n_data,
+                put=put,
+            )
             out[f"{split}/eval_time_s"] = time.time() - t0
         log.log(step, out)
         return out
@@ -131,10 +142,16 @@ def train(workload, make_optimizer, schedule, cfg) -> dict:
     sigterm = _Sigterm()
     stopped_early = False
     t_last, steps_since = time.time(), 0
-    bar = tqdm(range(start, tcfg.steps), initial=start, total=tcfg.steps, desc="train",
-               disable=not main_process or not tcfg.progress_bar, dynamic_ncols=True,
-               # Redirected output (CI, log files) gets a line every 30 s, not every step.
-               mininterval=0.1 if sys.stderr.isatty() else 30.0)
+    bar = tqdm(
+        range(start, tcfg.steps),
+        initial=start,
+        total=tcfg.steps,
+        desc="train",
+        disable=not main_process or not tcfg.progress_bar,
+        dynamic_ncols=True,
+        # Redirected output (CI, log files) gets a line every 30 s, not every step.
+        mininterval=0.1 if sys.stderr.isatty() else 30.0,
+    )
     try:
         for step in bar:
             batch = put(next(data))
@@ -149,10 +166,15 @@ def train(workload, make_optimizer, schedule, cfg) -> dict:
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 dt = (time.time() - t_last) / steps_since
                 metrics |= {"perf/step_time_s": dt, "perf/examples_per_s": tcfg.batch_size / dt}
-                metrics |= {f"optimizer/{k}": v for k, v in optimizer_counters(state.opt_state).items()}
+                metrics |= {
+                    f"optimizer/{k}": v for k, v in optimizer_counters(state.opt_state).items()
+                }
                 stats = jax.local_devices()[0].memory_stats() or {}
-                metrics |= {f"device/{k}": stats[k] for k in ("bytes_in_use", "peak_bytes_in_use")
-                            if k in stats}
+                metrics |= {
+                    f"device/{k}": stats[k]
+                    for k in ("bytes_in_use", "peak_bytes_in_use")
+                    if k in stats
+                }
                 log.log(done, metrics)
                 bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
                 t_last, steps_since = time.time(), 0
@@ -179,15 +201,22 @@ def train(workload, make_optimizer, schedule, cfg) -> dict:
         return {}
 
     final_step = int(state.step)
-    ckpt.save(final_step, state, meta | {"step": final_step}, force=ckpt.latest_step() != final_step)
+    ckpt.save(
+        final_step, state, meta | {"step": final_step}, force=ckpt.latest_step() != final_step
+    )
     ckpt.close()
     final = evaluate(final_step, tcfg.final_splits)
     final["step"] = final_step
     log.close()
     if main_process and cfg.record_dir:
         record = Path(cfg.record_dir) / cfg.experiment_name / f"{run_dir.name}.json"
-        write_record(record, config=cfg.to_dict(), run_dir=run_dir, final=final,
-                     wall_time_s=time.time() - t_start,
-                     extra={"targets": dict(getattr(workload, "targets", {}))})
+        write_record(
+            record,
+            config=cfg.to_dict(),
+            run_dir=run_dir,
+            final=final,
+            wall_time_s=time.time() - t_start,
+            extra={"targets": dict(getattr(workload, "targets", {}))},
+        )
         final["record"] = str(record)
     return final

@@ -37,6 +37,12 @@ def graft_transform(graft: str, b2: float, eps: float) -> optax.GradientTransfor
       EMAs, O(m + n) state for tensors whose two largest dims are >= 128), bias-corrected.
     - ``sgd`` and ``none``: the gradient itself (``none`` also disables the rescaling).
     """
+    if graft in ("rmsprop", "adafactor") and not b2 < 1.0:
+        # An EMA with b2 = 1 never moves from 0, and its bias correction divides 0 by 0.
+        raise ValueError(
+            f"graft={graft!r} averages g^2 with b2 and needs b2 < 1, got b2={b2!r}; "
+            "with b2=1 (sums of outer products) use graft='adagrad'"
+        )
     if graft == "rmsprop":
         return optax.scale_by_rms(decay=b2, eps=eps, eps_in_sqrt=False, bias_correction=True)
     if graft == "adagrad":

@@ -166,7 +166,9 @@ def scale_by_kronecker(
             per_axis = []
             for d in leaf_plans[members[0]].block_shape:
                 one = rule.init_factor(d)
-                per_axis.append(jax.tree.map(lambda a, n=n: jnp.broadcast_to(a, (n, *a.shape)), one))
+                per_axis.append(
+                    jax.tree.map(lambda a, n=n: jnp.broadcast_to(a, (n, *a.shape)), one)
+                )
             factors[key] = tuple(per_axis)
         # Distinct buffers: a donated state must not alias one array in several fields.
         zero = lambda: jnp.zeros((), jnp.int32)  # noqa: E731
@@ -190,8 +192,10 @@ def scale_by_kronecker(
             key: jnp.concatenate(
                 [
                     # float32 at least (bf16 gradients), float64 kept when x64 is on.
-                    to_blocks(leaves[i].astype(jnp.promote_types(leaves[i].dtype, jnp.float32)),
-                              leaf_plans[i])
+                    to_blocks(
+                        leaves[i].astype(jnp.promote_types(leaves[i].dtype, jnp.float32)),
+                        leaf_plans[i],
+                    )
                     for i in members
                 ]
             )

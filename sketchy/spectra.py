@@ -50,14 +50,27 @@ def factor_spectra(opt_state) -> list[dict]:
         if isinstance(node, ShampooFactor):
             stats = node.statistics.reshape(-1, *node.statistics.shape[-2:])
             lam = jnp.linalg.eigvalsh(stats)
-            out.append({"path": jax.tree_util.keystr(path), "dim": stats.shape[-1],
-                        "eigvals": lam, "escaped": None})
+            out.append(
+                {
+                    "path": jax.tree_util.keystr(path),
+                    "dim": stats.shape[-1],
+                    "eigvals": lam,
+                    "escaped": None,
+                }
+            )
         elif isinstance(node, FDState):
             d, k = node.eigvecs.shape[-2:]
-            flat = FDState(node.eigvecs.reshape(-1, d, k), node.eigvals.reshape(-1, k),
-                           node.tail.reshape(-1))
-            out.append({"path": jax.tree_util.keystr(path), "dim": d,
-                        "eigvals": sketch_spectrum(flat), "escaped": flat.tail})
+            flat = FDState(
+                node.eigvecs.reshape(-1, d, k), node.eigvals.reshape(-1, k), node.tail.reshape(-1)
+            )
+            out.append(
+                {
+                    "path": jax.tree_util.keystr(path),
+                    "dim": d,
+                    "eigvals": sketch_spectrum(flat),
+                    "escaped": flat.tail,
+                }
+            )
     return out
 
 

@@ -26,7 +26,5 @@ def imported_roots(path: Path) -> set[str]:
 def test_package_imports(package):
     files = sorted((ROOT / package).rglob("*.py"))
     assert files, f"no python files under {package}/"
-    bad = {
-        str(f.relative_to(ROOT)): sorted(imported_roots(f) & FORBIDDEN[package]) for f in files
-    }
+    bad = {str(f.relative_to(ROOT)): sorted(imported_roots(f) & FORBIDDEN[package]) for f in files}
     assert not {k: v for k, v in bad.items() if v}

@@ -40,7 +40,13 @@ class Workload(Protocol):
         """
 
     def batches(
-        self, split: str, global_batch_size: int, *, seed: int, num_shards: int = 1, start_step: int = 0
+        self,
+        split: str,
+        global_batch_size: int,
+        *,
+        seed: int,
+        num_shards: int = 1,
+        start_step: int = 0,
     ) -> Iterator[Batch]:
         """Batches of ``split``. ``"train"``: infinite, shuffled deterministically from
         ``seed``, beginning at batch ``start_step`` (exact resume). Other splits: one pass,

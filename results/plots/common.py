@@ -22,9 +22,10 @@ def load_records(records_dir: Path, experiment_prefix: str) -> dict[str, list[di
 
 def choice(record: dict, group: str) -> str:
     """The config-group option a run used (e.g. ``optimizer`` -> ``sketchy``)."""
-    return record["config"].get("choices", {}).get(group) or record["config"][group].get(
-        "_target_", "?"
-    ).rsplit(".", 1)[-1]
+    return (
+        record["config"].get("choices", {}).get(group)
+        or record["config"][group].get("_target_", "?").rsplit(".", 1)[-1]
+    )
 
 
 def mean_ci(values: list[float]) -> tuple[float, float, int]:
@@ -40,7 +41,9 @@ def mean_ci(values: list[float]) -> tuple[float, float, int]:
 def group_by(records: list[dict], *groups: str) -> dict[tuple, list[dict]]:
     out: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
-        out[tuple(choice(r, g) if g in ("optimizer", "workload") else _get(r, g) for g in groups)].append(r)
+        out[
+            tuple(choice(r, g) if g in ("optimizer", "workload") else _get(r, g) for g in groups)
+        ].append(r)
     return dict(out)
 
 

@@ -63,8 +63,13 @@ def make(records_dir: Path, out_dir: Path) -> list[Path]:
     table = write_text(Path(out_dir) / "tables" / "fig2.md", "\n".join(lines) + "\n")
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
     for ax, (exp, label, bars) in zip(axes[0], panels, strict=True):
-        ax.bar([b[0] for b in bars], [b[1] for b in bars], yerr=[b[2] for b in bars], capsize=4,
-               color=["#888", "#36c", "#c63"][: len(bars)])
+        ax.bar(
+            [b[0] for b in bars],
+            [b[1] for b in bars],
+            yerr=[b[2] for b in bars],
+            capsize=4,
+            color=["#888", "#36c", "#c63"][: len(bars)],
+        )
         lo = min(b[1] - b[2] for b in bars)
         hi = max(b[1] + b[2] for b in bars)
         ax.set_ylim(lo - 0.5 * (hi - lo + 1e-3), hi + 0.5 * (hi - lo + 1e-3))
@@ -79,6 +84,8 @@ def make(records_dir: Path, out_dir: Path) -> list[Path]:
 def _scale(record: dict) -> str:
     c = record["config"]
     w = c["workload"]
-    return (f"{w.get('data', '?')} data, {w.get('size', '?')} model, {c['trainer']['steps']} steps "
-            f"x batch {c['trainer']['batch_size']}, {record['hardware']['device_count']} "
-            f"{record['hardware']['platform']}")
+    return (
+        f"{w.get('data', '?')} data, {w.get('size', '?')} model, {c['trainer']['steps']} steps "
+        f"x batch {c['trainer']['batch_size']}, {record['hardware']['device_count']} "
+        f"{record['hardware']['platform']}"
+    )

@@ -24,8 +24,9 @@ def make(records_dir: Path, out_dir: Path) -> list[Path]:
     for exp, records in experiments.items():
         for r in records:
             c = r["curves"]
-            share_key = next((k for k in c if k.startswith("spectra/top") and k.endswith("_mean")),
-                             None)
+            share_key = next(
+                (k for k in c if k.startswith("spectra/top") and k.endswith("_mean")), None
+            )
             steps_total = r["config"]["trainer"]["steps"]
             label = f"{exp} seed {r['config']['seed']}"
             if share_key:

@@ -12,9 +12,12 @@ def make(records_dir: Path, out_dir: Path) -> list[Path]:
     experiments = load_records(records_dir, "rank_sweep")
     if not experiments:
         return []
-    lines = ["# Sketchy rank sweep", "",
-             "| experiment | rank | objective (mean +- 1.96 SE) | seeds | 2nd-moment bytes/param/4 |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "# Sketchy rank sweep",
+        "",
+        "| experiment | rank | objective (mean +- 1.96 SE) | seeds | 2nd-moment bytes/param/4 |",
+        "|---|---|---|---|---|",
+    ]
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for exp, records in experiments.items():
         xs, ys, es = [], [], []
@@ -25,8 +28,9 @@ def make(records_dir: Path, out_dir: Path) -> list[Path]:
                 continue
             m, ci, n = mean_ci(vals)
             mem = runs[0]["curves"].get("optimizer/bytes_per_param_statistics", [[0, float("nan")]])
-            lines.append(f"| {exp} | {rank} | {objective} {m:.4f} +- {ci:.4f} | {n} | "
-                         f"{mem[0][1]:.3f} |")
+            lines.append(
+                f"| {exp} | {rank} | {objective} {m:.4f} +- {ci:.4f} | {n} | {mem[0][1]:.3f} |"
+            )
             xs.append(rank), ys.append(m), es.append(ci)
         ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=exp)
         ax.set_ylabel(objective)
@@ -34,7 +38,9 @@ def make(records_dir: Path, out_dir: Path) -> list[Path]:
     ax.set_xlabel("rank")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    out = [write_text(Path(out_dir) / "tables" / "rank_sweep.md", "\n".join(lines) + "\n"),
-           save_figure(fig, Path(out_dir) / "figures" / "rank_sweep.png", dpi=120)]
+    out = [
+        write_text(Path(out_dir) / "tables" / "rank_sweep.md", "\n".join(lines) + "\n"),
+        save_figure(fig, Path(out_dir) / "figures" / "rank_sweep.png", dpi=120),
+    ]
     plt.close(fig)
     return out

@@ -1,17 +1,24 @@
 """Every config of every group composes and instantiates."""
 
-from pathlib import Path
-
 import jax
 import jax.numpy as jnp
 import optax
 import pytest
+from conftest import CONFIGS, compose_config
 from hydra.utils import instantiate
 
-from conftest import CONFIGS, compose_config
-
-GROUPS = ["workload", "optimizer", "schedule", "mesh", "trainer", "logger", "experiment", "sweep",
-          "debug"]
+GROUPS = [
+    "workload",
+    "optimizer",
+    "schedule",
+    "mesh",
+    "trainer",
+    "logger",
+    "experiment",
+    "sweep",
+    "debug",
+    "tuned",
+]
 
 
 def options(group: str) -> list[str]:
@@ -50,8 +57,9 @@ def test_schedules(name):
     assert max(values) <= 0.5 + 1e-6 and max(values) > 0
 
 
-@pytest.mark.parametrize("group", ["workload", "mesh", "trainer", "logger", "experiment", "sweep",
-                                   "debug"])
+@pytest.mark.parametrize(
+    "group", ["workload", "mesh", "trainer", "logger", "experiment", "sweep", "debug", "tuned"]
+)
 def test_group_options_compose(group, tmp_path):
     for name in options(group):
         cfg = compose_config([f"{group}={name}", f"run_dir={tmp_path}"])
@@ -59,3 +67,17 @@ def test_group_options_compose(group, tmp_path):
         if group == "workload":
             workload = instantiate(cfg.workload)
             assert workload.name == name
+
+
+@pytest.mark.parametrize("name", options("tuned"))
+def test_tuned_settings_pick_their_optimizer(name):
+    # tuned/<workload>_<optimizer>.yaml selects that optimizer, which then instantiates.
+    workload = next(w for w in options("workload") if name.startswith(w + "_"))
+    optimizer = name.removeprefix(workload + "_")
+    cfg = compose_config([f"workload={workload}", f"tuned={name}", "run_dir=/tmp/unused"])
+    plain = compose_config([f"optimizer={optimizer}", "run_dir=/tmp/unused"])
+    assert cfg.optimizer._target_ == plain.optimizer._target_
+    tx = instantiate(cfg.optimizer)(learning_rate=optax.constant_schedule(1e-3))
+    params = {"w": jnp.ones((8, 6))}
+    updates, _ = tx.update(params, tx.init(params), params)
+    assert bool(jnp.all(jnp.isfinite(updates["w"])))

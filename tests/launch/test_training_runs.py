@@ -7,8 +7,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-
 from conftest import compose_config, run_cli
+
 from launch.errors import UserError
 from launch.metrics_log import read_metrics
 from launch.train import run
@@ -28,8 +28,9 @@ def metrics_of(run_dir: Path) -> dict:
 def test_smoke_every_optimizer(optimizer, devices, smoke_overrides, tmp_path):
     if not (Path(__file__).parents[2] / "configs" / "optimizer" / f"{optimizer}.yaml").exists():
         pytest.skip(f"optimizer config {optimizer} not present")
-    cfg = compose_config([*smoke_overrides, f"optimizer={optimizer}", "rank=8",
-                          f"mesh.axes.data={devices}"])
+    cfg = compose_config(
+        [*smoke_overrides, f"optimizer={optimizer}", "rank=8", f"mesh.axes.data={devices}"]
+    )
     final = run(cfg)
     assert np.isfinite(final["validation/loss"])
     m = metrics_of(tmp_path / "run")
@@ -72,12 +73,14 @@ def test_wandb_offline_run_dir_is_written(smoke_overrides, tmp_path, monkeypatch
 
 def test_record_is_written(smoke_overrides, tmp_path):
     records = tmp_path / "records"
-    final = run(compose_config([*smoke_overrides, f"record_dir={records}",
-                                "experiment_name=smoke"]))
+    final = run(
+        compose_config([*smoke_overrides, f"record_dir={records}", "experiment_name=smoke"])
+    )
     record = json.loads(Path(final["record"]).read_text())
     assert Path(final["record"]).parent == records / "smoke"
     assert record["final"]["validation/mean_average_precision"] == pytest.approx(
-        final["validation/mean_average_precision"])
+        final["validation/mean_average_precision"]
+    )
     assert record["config"]["optimizer"]["_target_"] == "sketchy.sketchy"
     assert record["curves"]["train/loss"] and record["versions"]["jax"] == jax.__version__
 
@@ -94,31 +97,55 @@ def test_mesh_larger_than_devices(smoke_overrides):
 
 
 def test_cli_errors_are_one_line(data_dir, tmp_path):
-    missing = run_cli(["debug=smoke", "workload.data=tfds", f"workload.data_dir={tmp_path}",
-                       f"run_dir={tmp_path / 'r'}"])
+    missing = run_cli(
+        [
+            "debug=smoke",
+            "workload.data=tfds",
+            f"workload.data_dir={tmp_path}",
+            f"run_dir={tmp_path / 'r'}",
+        ]
+    )
     assert missing.returncode == 2
     lines = missing.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "ogbg_molpcba" in lines[0]
     unknown = run_cli(["optimizer=nope", f"run_dir={tmp_path / 'r'}"])
     assert unknown.returncode != 0
     assert "sketchy" in unknown.stderr and "shampoo" in unknown.stderr  # lists the choices
-    bad = run_cli(["debug=smoke", "optimizer.rank=0", f"workload.data_dir={data_dir}",
-                   "workload.max_molecules=300", f"run_dir={tmp_path / 'r2'}"])
+    bad = run_cli(
+        [
+            "debug=smoke",
+            "optimizer.rank=0",
+            f"workload.data_dir={data_dir}",
+            "workload.max_molecules=300",
+            f"run_dir={tmp_path / 'r2'}",
+        ]
+    )
     assert bad.returncode == 2 and "rank must be an integer >= 1" in bad.stderr
     assert not (tmp_path / "r2" / "checkpoints").exists() or not any(
-        (tmp_path / "r2" / "checkpoints").iterdir())
+        (tmp_path / "r2" / "checkpoints").iterdir()
+    )
 
 
 def test_multirun_over_two_ranks(data_dir, tmp_path):
     sweep = tmp_path / "sweep"
-    out = run_cli(["-m", "debug=smoke", "rank=4,8", f"workload.data_dir={data_dir}",
-                   "workload.max_molecules=300", f"hydra.sweep.dir={sweep}",
-                   "run_dir=${hydra:runtime.output_dir}"])
+    out = run_cli(
+        [
+            "-m",
+            "debug=smoke",
+            "rank=4,8",
+            f"workload.data_dir={data_dir}",
+            "workload.max_molecules=300",
+            f"hydra.sweep.dir={sweep}",
+            "run_dir=${hydra:runtime.output_dir}",
+        ]
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     runs = sorted(p.parent for p in sweep.glob("*/metrics.jsonl"))
     assert len(runs) == 2
-    ranks = sorted(json.loads((r / "metrics.jsonl").read_text().splitlines()[0])
-                   ["optimizer/bytes_statistics"] for r in runs)
+    ranks = sorted(
+        json.loads((r / "metrics.jsonl").read_text().splitlines()[0])["optimizer/bytes_statistics"]
+        for r in runs
+    )
     assert ranks[0] < ranks[1]  # rank 4 keeps smaller sketches than rank 8
 
 
@@ -130,12 +157,22 @@ def test_sigterm_saves_and_resumes(data_dir, tmp_path):
     import time
 
     run_dir = tmp_path / "run"
-    args = [sys.executable, "launch/train.py", "debug=smoke", "trainer.steps=400",
-            "trainer.log_every=1", "trainer.checkpoint_every=1000", "optimizer=adam",
-            f"workload.data_dir={data_dir}", "workload.max_molecules=300", f"run_dir={run_dir}"]
+    args = [
+        sys.executable,
+        "launch/train.py",
+        "debug=smoke",
+        "trainer.steps=400",
+        "trainer.log_every=1",
+        "trainer.checkpoint_every=1000",
+        "optimizer=adam",
+        f"workload.data_dir={data_dir}",
+        "workload.max_molecules=300",
+        f"run_dir={run_dir}",
+    ]
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        args, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 300
     while time.time() < deadline:
         rows = read_metrics(run_dir)

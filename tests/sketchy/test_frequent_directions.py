@@ -30,7 +30,9 @@ def stream_of(d, n, steps, seed, decay_spectrum=True):
 
 
 @pytest.mark.parametrize("method", ["svd", "eigh"])
-@pytest.mark.parametrize(("d", "n", "k", "decay"), [(24, 3, 6, 0.9), (16, 20, 5, 1.0), (12, 2, 12, 0.99)])
+@pytest.mark.parametrize(
+    ("d", "n", "k", "decay"), [(24, 3, 6, 0.9), (16, 20, 5, 1.0), (12, 2, 12, 0.99)]
+)
 def test_matches_dense_reference(method, d, n, k, decay):
     stream = stream_of(d, n, steps=15, seed=d + n + k)
     ref_sketch, ref_tail, ref_escaped = dense_fd([x.astype(np.float64) for x in stream], k, decay)

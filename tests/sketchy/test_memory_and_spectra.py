@@ -36,12 +36,16 @@ def test_state_matches_paper_formulas(shape):
     m, n = shape
     sk, _ = abstract_state(sketchy.scale_by_sketchy(rank=128, block_size=1024), [shape])
     sh, _ = abstract_state(sketchy.scale_by_shampoo(block_size=1024), [shape])
-    assert memory.state_bytes(sk)["statistics"] == 4 * memory.sketchy_floats(m, n, 128, 1024)[
-        "statistics"
-    ]
+    assert (
+        memory.state_bytes(sk)["statistics"]
+        == 4 * memory.sketchy_floats(m, n, 128, 1024)["statistics"]
+    )
     f = memory.shampoo_floats(m, n, 1024)
     b = memory.state_bytes(sh)
-    assert (b["statistics"], b["preconditioners"]) == (4 * f["statistics"], 4 * f["preconditioners"])
+    assert (b["statistics"], b["preconditioners"]) == (
+        4 * f["statistics"],
+        4 * f["preconditioners"],
+    )
 
 
 def test_adam_categories():
@@ -88,8 +92,11 @@ def test_factor_spectra_of_both_optimizers():
         assert 0 < summary["top8_share_mean"] <= 1
         assert 1 <= summary["intrinsic_dim_mean"] <= 40
     # Sketch spectrum: lam + tail on the span, tail elsewhere.
-    sk = spectra.factor_spectra(sketchy.scale_by_sketchy(rank=8, update_freq=1).update(
-        g, sketchy.scale_by_sketchy(rank=8, update_freq=1).init(params), params)[1])[0]
+    sk = spectra.factor_spectra(
+        sketchy.scale_by_sketchy(rank=8, update_freq=1).update(
+            g, sketchy.scale_by_sketchy(rank=8, update_freq=1).init(params), params
+        )[1]
+    )[0]
     lam = np.asarray(sk["eigvals"])[0]
     tail = float(np.asarray(sk["escaped"])[0])
     np.testing.assert_allclose(lam[8:], tail)

@@ -60,7 +60,9 @@ def test_sketchy_reduces_to_shampoo(b2):
     sh, _ = run(sketchy.scale_by_shampoo(graft="rmsprop", **common), PARAMS, 4)
     for a, b in zip(sk, sh, strict=True):
         for name in PARAMS:
-            np.testing.assert_allclose(np.asarray(a[name]), np.asarray(b[name]), rtol=2e-3, atol=1e-5)
+            np.testing.assert_allclose(
+                np.asarray(a[name]), np.asarray(b[name]), rtol=2e-3, atol=1e-5
+            )
 
 
 def test_equal_block_shapes_share_one_group():
@@ -138,7 +140,11 @@ def test_nonfinite_gradient_never_enters_state(make):
     bad = jax.tree.map(lambda x: jnp.full_like(x, jnp.nan), PARAMS)
     _, new = jax.jit(tx.update)(bad, state, PARAMS)
     assert int(new.nonfinite_steps) == 1
-    for a, b in zip(jax.tree.leaves((new.factors, new.graft)), jax.tree.leaves((state.factors, state.graft)), strict=True):
+    for a, b in zip(
+        jax.tree.leaves((new.factors, new.graft)),
+        jax.tree.leaves((state.factors, state.graft)),
+        strict=True,
+    ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
@@ -183,6 +189,8 @@ def test_failed_inverse_root_keeps_previous_and_counts():
         (sketchy.shampoo, {"graft": "adam"}, "graft must be one of"),
         (sketchy.sketchy, {"tail_decay": "half"}, "tail_decay must be"),
         (sketchy.sketchy, {"b1": 1.0}, r"b1 must be in \[0, 1\)"),
+        (sketchy.shampoo, {"b2": 1.0}, r"graft='rmsprop' .* needs b2 < 1"),
+        (sketchy.sketchy, {"b2": 1.0, "graft": "adafactor"}, r"graft='adafactor' .* b2 < 1"),
     ],
 )
 def test_bad_hyperparameters_raise(make, kwargs, match):

@@ -81,8 +81,9 @@ def build(max_molecules: int | None = None, progress: bool = True) -> dict[str, 
     graphs, hits, counts, values = [], [], [], []
     # Redirected output (CI, log files) gets a line every 10 s instead of every update.
     interval = 0.1 if sys.stderr.isatty() else 10.0
-    bar = tqdm(parsed, desc="mini ogbg_molpcba", disable=not progress, unit="mol",
-               mininterval=interval)
+    bar = tqdm(
+        parsed, desc="mini ogbg_molpcba", disable=not progress, unit="mol", mininterval=interval
+    )
     for smi, mol in bar:
         graphs.append(_graph_one_direction(smi))
         h, c, v = featurize(mol)
