@@ -224,9 +224,6 @@ def _scale(one_axis: bool, **kw) -> optax.GradientTransformation:
     override = kw["exponent_override"]
     if override is not None and not override > 0:
         raise ValueError(f"exponent_override must be > 0 or None, got {override!r}")
-    if graft in ("rmsprop", "adafactor") and b2 == 1.0:
-        # Their bias-corrected EMA divides 0 by 0 at b2 = 1 (NaN).
-        raise ValueError(f"graft={graft!r} needs b2 < 1; use graft='adagrad' with b2=1")
     root = (override or 0.5) if one_axis else override
     rule = _rule(
         one_axis=one_axis,
