@@ -137,7 +137,8 @@ def make(records_dir: Path, out_dir: Path) -> list[Path]:
         "rate tuned on seed 100 (second table). Reference: the KrADagrad repository's best "
         "sweep validation losses on the full 60,000-image MNIST after 70 epochs; its "
         "absolute values are not comparable with ours (different data size and length), "
-        "only the ordering is.",
+        "only the ordering is. Step time: median of the logged per-step wall times, as "
+        "measured (other processes may have shared the machine).",
         "",
     ]
     if final:
