@@ -130,10 +130,10 @@ def make(records_dir: Path, out_dir: Path) -> list[Path]:
         f"({hw.get('device_count', '?')} device)"
     )
     lines = [
-        "# KrADagrad paper: deep autoencoder (MNIST), 5 seeds",
+        "# KrADagrad paper: deep autoencoder (MNIST)",
         "",
         f"Ours: {scale}. Loss = sigmoid cross-entropy summed over the 784 pixels, per image. "
-        "Mean +- 1.96 SE over seeds 0-4; each optimizer's learning "
+        "Mean +- 1.96 SE over seeds (count in the table); each optimizer's learning "
         "rate tuned on seed 100 (second table). Reference: the KrADagrad repository's best "
         "sweep validation losses on the full 60,000-image MNIST after 70 epochs; its "
         "absolute values are not comparable with ours (different data size and length), "
