@@ -67,3 +67,13 @@ class Workload(Protocol):
 
     def fake_batch(self, global_batch_size: int, num_shards: int = 1) -> Batch:
         """A batch with the exact shapes and dtypes of a training batch (for compiling)."""
+
+
+def decay_mask(params: Params) -> Any:
+    """Which parameters weight decay applies to: kernels (2-D or more), not biases or norms.
+
+    The usual convention (flax examples, big_vision, AlgoPerf's ResNet recipe): decaying
+    BatchNorm/LayerNorm scales and biases only fights the normalisation. Passed to the
+    optimizers as an optax mask (``configs/config.yaml``: ``weight_decay_mask``).
+    """
+    return jax.tree.map(lambda p: jax.numpy.ndim(p) >= 2, params)
