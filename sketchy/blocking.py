@@ -2,15 +2,22 @@
 
 A parameter of shape ``s`` is (1) skipped (graft-only) if it has a dimension above
 ``max_precond_dim``; (2) squeezed of unit dimensions and merged: adjacent dimensions are
-multiplied together while the product stays ``<= block_size`` and at least two dimensions
-remain (so a ``3x3x64x64`` kernel is preconditioned as ``576 x 64``, a ``12x20`` matrix as
-itself); (3) skipped if fewer than two dimensions remain (biases,
-norms); (4) cut into blocks: a dimension ``d > block_size`` is split into
-``n = ceil(d / block_size)`` equal blocks of ``ceil(d / n)`` (zero-padded by fewer than
-``n`` entries), so every block of a parameter has the same shape and the per-block work is
-one ``vmap``. (Equal splitting rather than ``block_size`` chunks plus a remainder wastes at
-most ``n - 1`` padded rows, where padding to a multiple of ``block_size`` can waste
-``block_size - 1``.)
+multiplied together while the product stays ``<= merge_size`` (default ``block_size``) and
+at least two dimensions remain (so a ``3x3x64x64`` kernel is preconditioned as ``576 x 64``,
+a ``12x20`` matrix as itself); (3) skipped if fewer than two dimensions remain (biases,
+norms), unless ``precondition_1d`` (then a vector gets one ``d x d`` factor, exponent 1/2:
+full-matrix AdaGrad/RMSProp on it, as ``distributed_shampoo`` does by default); (4) cut into
+blocks: a dimension ``d > block_size`` is split into ``n = ceil(d / block_size)`` equal
+blocks of ``ceil(d / n)`` (zero-padded by fewer than ``n`` entries), so every block of a
+parameter has the same shape and the per-block work is one ``vmap``. (Equal splitting
+rather than ``block_size`` chunks plus a remainder wastes at most ``n - 1`` padded rows,
+where padding to a multiple of ``block_size`` can waste ``block_size - 1``.)
+
+Merging and blocking are separate thresholds. Merging up to ``block_size`` (our default)
+keeps a merged dim within one block; ``distributed_shampoo`` merges up to 4096 and then
+blocks, which turns e.g. ResNet-50's ``3x3x256x256`` kernels into ``2304 x 256`` (three
+``768 x 256`` blocks, exponent 1/4) where the default gives ``9 x 256 x 256`` (one block,
+exponent 1/6, a 81-entry factor and two ``256 x 256`` ones).
 """
 
 import math
@@ -54,13 +61,23 @@ def merge_dims(shape: tuple[int, ...], max_size: int) -> tuple[int, ...]:
     return tuple(merged)
 
 
-def plan_blocks(shape: tuple[int, ...], block_size: int, max_precond_dim: int) -> BlockPlan | None:
-    """The block plan of a parameter, or ``None`` when it is graft-only."""
+def plan_blocks(
+    shape: tuple[int, ...],
+    block_size: int,
+    max_precond_dim: int,
+    merge_size: int | None = None,
+    precondition_1d: bool = False,
+) -> BlockPlan | None:
+    """The block plan of a parameter, or ``None`` when it is graft-only.
+
+    ``merge_size`` (default ``block_size``) bounds the product of merged dims;
+    ``precondition_1d`` preconditions a parameter that merges to one dim as a vector.
+    """
     shape = tuple(int(d) for d in shape)
     if any(d > max_precond_dim for d in shape):
         return None
-    merged = merge_dims(shape, block_size)
-    if len(merged) < 2:
+    merged = merge_dims(shape, block_size if merge_size is None else merge_size)
+    if len(merged) < (1 if precondition_1d else 2):
         return None
     num_blocks = tuple(-(-d // block_size) for d in merged)
     block_shape = tuple(-(-d // n) for d, n in zip(merged, num_blocks, strict=True))

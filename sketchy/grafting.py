@@ -10,7 +10,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
-GRAFTS = ("rmsprop", "adagrad", "adafactor", "sgd", "none")
+GRAFTS = (
+    "rmsprop",
+    "rmsprop_uncorrected",
+    "rmsprop_normalized",
+    "adagrad",
+    "adafactor",
+    "sgd",
+    "none",
+)
+RMS_GRAFTS = ("rmsprop", "rmsprop_uncorrected", "rmsprop_normalized", "adafactor")
 
 
 def _bias_corrected_decay(b2: float):
@@ -27,17 +36,33 @@ def _bias_corrected_decay(b2: float):
     return fn
 
 
+def _normalize_each() -> optax.GradientTransformation:
+    """``g / (||g|| + 1e-25)`` per tensor (``distributed_shampoo``'s ``*_NORMALIZED`` grafts)."""
+
+    def update_fn(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda g: g / (jnp.linalg.norm(g.ravel()) + 1e-25), updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
 def graft_transform(graft: str, b2: float, eps: float) -> optax.GradientTransformation:
     """The first-order direction whose per-tensor norm the preconditioned update takes.
 
-    - ``rmsprop``: ``g / (sqrt(nu_hat) + eps)`` with ``nu`` the ``b2``-EMA of ``g^2``,
-      bias-corrected (Adam without momentum). O(mn) state.
+    - ``rmsprop`` (default): ``g / (sqrt(nu_hat) + eps)`` with ``nu`` the ``b2``-EMA of
+      ``g^2``, bias-corrected (Adam without momentum). O(mn) state. Without the bias
+      correction the graft norm at step ``t`` is ``1 / sqrt(1 - b2^t)`` too large (31.6x at
+      the first step for ``b2 = 0.999``), a warm-up the learning-rate schedule has to absorb.
+    - ``rmsprop_uncorrected``: ``g / (sqrt(nu) + eps)``, ``nu = b2 nu + (1 - b2) g^2`` from 0,
+      no bias correction: ``distributed_shampoo``'s ``RMSPROP`` (the paper's runs).
+    - ``rmsprop_normalized``: the same on ``g / ||g||`` (per tensor):
+      ``distributed_shampoo``'s ``RMSPROP_NORMALIZED``, AlgoPerf's Shampoo baseline default.
     - ``adagrad``: ``g / (sqrt(sum g^2) + eps)``. O(mn) state.
     - ``adafactor``: RMSProp with Adafactor's factored second moment (row and column
       EMAs, O(m + n) state for tensors whose two largest dims are >= 128), bias-corrected.
     - ``sgd`` and ``none``: the gradient itself (``none`` also disables the rescaling).
     """
-    if graft in ("rmsprop", "adafactor") and not b2 < 1.0:
+    if graft in RMS_GRAFTS and not b2 < 1.0:
         # An EMA with b2 = 1 never moves from 0, and its bias correction divides 0 by 0.
         raise ValueError(
             f"graft={graft!r} averages g^2 with b2 and needs b2 < 1, got b2={b2!r}; "
@@ -45,6 +70,11 @@ def graft_transform(graft: str, b2: float, eps: float) -> optax.GradientTransfor
         )
     if graft == "rmsprop":
         return optax.scale_by_rms(decay=b2, eps=eps, eps_in_sqrt=False, bias_correction=True)
+    if graft == "rmsprop_uncorrected":
+        return optax.scale_by_rms(decay=b2, eps=eps, eps_in_sqrt=False, bias_correction=False)
+    if graft == "rmsprop_normalized":
+        rms = optax.scale_by_rms(decay=b2, eps=eps, eps_in_sqrt=False, bias_correction=False)
+        return optax.chain(_normalize_each(), rms)
     if graft == "adagrad":
         return optax.scale_by_rss(initial_accumulator_value=0.0, eps=eps)
     if graft == "adafactor":

@@ -97,10 +97,14 @@ def keep_if(ok: jax.Array, new: FactorState, old: FactorState) -> FactorState:
     return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
 
 
-def validate_common(*, block_size, b2, graft, start_preconditioning_step, max_precond_dim):
+def validate_common(
+    *, block_size, b2, graft, start_preconditioning_step, max_precond_dim, max_merged_dim=None
+):
     """Raise ``ValueError`` naming the argument and its allowed range."""
     if not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size must be an integer >= 1, got {block_size!r}")
+    if max_merged_dim is not None and (not isinstance(max_merged_dim, int) or max_merged_dim < 1):
+        raise ValueError(f"max_merged_dim must be None or an integer >= 1, got {max_merged_dim!r}")
     if not 0.0 < b2 <= 1.0:
         raise ValueError(f"b2 must be in (0, 1], got {b2!r}")
     if graft not in GRAFTS:
@@ -128,6 +132,8 @@ def scale_by_kronecker(
     graft_eps: float = 1e-8,
     start_preconditioning_step: int = 0,
     exponent_override: float | None = None,
+    max_merged_dim: int | None = None,
+    precondition_1d: bool = False,
 ) -> optax.GradientTransformation:
     """Precondition every axis of every block with ``rule``, then graft (see module doc).
 
@@ -135,7 +141,8 @@ def scale_by_kronecker(
     ``G x_1 P_1 x_2 P_2 ... x_p P_p`` per block, with ``P_i`` the factor's inverse root of
     exponent ``1/(2p)`` (or ``exponent_override``), rescaled to the norm of the graft
     direction. Before ``start_preconditioning_step`` and for graft-only parameters the
-    update is the graft direction.
+    update is the graft direction. ``max_merged_dim`` (default ``block_size``) and
+    ``precondition_1d`` are the merging and vector options of :func:`plan_blocks`.
     """
     validate_common(
         block_size=block_size,
@@ -143,12 +150,16 @@ def scale_by_kronecker(
         graft=graft,
         start_preconditioning_step=start_preconditioning_step,
         max_precond_dim=max_precond_dim,
+        max_merged_dim=max_merged_dim,
     )
     graft_tx = graft_transform(graft, b2, graft_eps)
 
     def layout(leaves) -> tuple[list[BlockPlan | None], dict[str, list[int]]]:
         """Per-leaf block plans, and the leaves of each group of equal block shape."""
-        leaf_plans = [plan_blocks(x.shape, block_size, max_precond_dim) for x in leaves]
+        leaf_plans = [
+            plan_blocks(x.shape, block_size, max_precond_dim, max_merged_dim, precondition_1d)
+            for x in leaves
+        ]
         groups: dict[str, list[int]] = {}
         for i, plan in enumerate(leaf_plans):
             if plan is not None:

@@ -3,12 +3,24 @@
 Per block and axis ``i`` of an order-``p`` block ``G``, with ``G_(i)`` the ``d_i x n``
 matricization along ``i``::
 
-    L_i <- b2 L_i + (1 - b2) G_(i) G_(i)^T            (every step; b2 = 1: plain sum)
-    P_i  = (L_i + eps' I)^(-1/(2p))                   (every ``update_freq`` steps, eigh)
+    L_i <- b2 L_i + (1 - b2) G_(i) G_(i)^T     (every ``statistics_freq`` steps; b2 = 1: sum)
+    P_i  = (L_i + eps' I)^(-1/(2p))            (every ``update_freq`` steps, eigh)
     D    = G x_1 P_1 ... x_p P_p,   update = D ||graft(G)|| / ||D||
 
 ``eps' = eps * lambda_max(L_i)`` with ``relative_eps`` (scale-free; keeps the condition
 number below ``1/eps``, which float32 ``eigh`` handles for ``eps >= 1e-6``).
+
+``statistics_freq = 1`` (default) is the paper's Shampoo baseline: its statistics see every
+gradient. Sketchy's sketch sees only every ``update_freq``-th gradient (the paper's
+protocol), so ``statistics_freq=update_freq`` is the control that separates the cost of
+subsampling from the cost of sketching: with it and ``rank >= d``, Sketchy equals this
+Shampoo after grafting for any ``update_freq``.
+
+Compared with ``distributed_shampoo`` (the authors' code, ``eigh=True``): the statistics
+start at ``matrix_epsilon * I`` there (0 here), and ``lambda_max`` for the relative epsilon comes
+from a power iteration instead of the ``eigh`` itself; both differences fade with the
+statistics' scale. Everything else (EMA, exponent ``1/(2p)``, ridge, layer-wise grafting,
+momentum and Nesterov with ``decoupled_learning_rate``) is the same computation.
 """
 
 from typing import NamedTuple
@@ -53,7 +65,13 @@ def inverse_root(stat: jax.Array, exponent: float, eps: float, relative_eps: boo
 
 
 def shampoo_rule(
-    *, b2: float, eps: float, relative_eps: bool, update_freq: int, dtype=jnp.float32
+    *,
+    b2: float,
+    eps: float,
+    relative_eps: bool,
+    update_freq: int,
+    statistics_freq: int = 1,
+    dtype=jnp.float32,
 ) -> KroneckerRule:
     w_new = 1.0 if b2 == 1.0 else 1.0 - b2
 
@@ -80,7 +98,7 @@ def shampoo_rule(
         update_block=per_axis_update(update_factor),
         refresh_factor=refresh_factor,
         apply_factor=apply_factor,
-        stats_every=1,
+        stats_every=statistics_freq,
         refresh_every=update_freq,
     )
 
@@ -98,30 +116,51 @@ def scale_by_shampoo(
     max_precond_dim: int = 4096,
     exponent_override: float | None = None,
     dtype=jnp.float32,
+    statistics_freq: int = 1,
+    max_merged_dim: int | None = None,
+    precondition_1d: bool = False,
 ) -> optax.GradientTransformation:
     """Shampoo's preconditioned, grafted direction (no momentum, no learning rate).
 
     Args:
-      block_size: dims above it are split into equal blocks; smaller adjacent dims are
-        merged up to it (:mod:`sketchy.blocking`).
+      block_size: dims above it are split into equal blocks (:mod:`sketchy.blocking`).
       b2: EMA factor of the statistics (1.0: sum, as in AdaGrad) and of the graft.
       eps: epsilon added to the statistics' eigenvalues (relative to the largest one if
         ``relative_eps``).
-      update_freq: recompute inverse roots every this many steps (statistics: every step).
+      update_freq: recompute inverse roots every this many steps.
       start_preconditioning_step: before it, the update is the graft direction.
-      graft: ``rmsprop`` | ``adagrad`` | ``adafactor`` | ``sgd`` | ``none``.
+      graft: ``rmsprop`` (bias-corrected) | ``rmsprop_uncorrected`` (``distributed_shampoo``'s
+        ``RMSPROP``) | ``rmsprop_normalized`` (its ``RMSPROP_NORMALIZED``, AlgoPerf's
+        default) | ``adagrad`` | ``adafactor`` | ``sgd`` | ``none``
+        (:func:`sketchy.grafting.graft_transform`).
       graft_eps: epsilon of the graft direction.
       max_precond_dim: parameters with a larger dimension are graft-only.
       exponent_override: use ``P = (L + eps' I)^(-exponent_override)`` instead of ``1/(2p)``.
       dtype: of the statistics, roots and ``eigh`` (``jnp.float64`` needs ``jax_enable_x64``).
+      statistics_freq: update the statistics every this many steps, on that step's gradient
+        only (1: every gradient, the paper's baseline; ``update_freq``: exactly the
+        gradients Sketchy's sketch sees, the subsampling control).
+      max_merged_dim: adjacent small dims are merged while their product is at most this
+        (``None``: ``block_size``; ``distributed_shampoo`` merges up to 4096, then blocks).
+      precondition_1d: precondition vectors (biases, norm scales) with a ``d x d`` factor
+        (exponent 1/2) as ``distributed_shampoo`` does, instead of grafting them only
+        (default, as tearfree and Sketchy's memory budget: a 2048-vector would cost two
+        ``1024 x 1024`` blocks).
 
     References: Gupta et al. 2018 (arXiv 1802.09568); Anil et al. 2020 (arXiv 2002.09018).
     """
     validate_update_freq(update_freq)
+    if not isinstance(statistics_freq, int) or statistics_freq < 1:
+        raise ValueError(f"statistics_freq must be an integer >= 1, got {statistics_freq!r}")
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps!r}")
     rule = shampoo_rule(
-        b2=b2, eps=eps, relative_eps=relative_eps, update_freq=update_freq, dtype=dtype
+        b2=b2,
+        eps=eps,
+        relative_eps=relative_eps,
+        update_freq=update_freq,
+        statistics_freq=statistics_freq,
+        dtype=dtype,
     )
     return scale_by_kronecker(
         rule,
@@ -132,6 +171,8 @@ def scale_by_shampoo(
         graft_eps=graft_eps,
         start_preconditioning_step=start_preconditioning_step,
         exponent_override=exponent_override,
+        max_merged_dim=max_merged_dim,
+        precondition_1d=precondition_1d,
     )
 
 
@@ -153,6 +194,9 @@ def shampoo(
     max_precond_dim: int = 4096,
     exponent_override: float | None = None,
     dtype=jnp.float32,
+    statistics_freq: int = 1,
+    max_merged_dim: int | None = None,
+    precondition_1d: bool = False,
 ) -> optax.GradientTransformation:
     """Shampoo: :func:`scale_by_shampoo` + momentum ``b1`` (Nesterov), weight decay, -lr.
 
@@ -171,6 +215,9 @@ def shampoo(
         max_precond_dim=max_precond_dim,
         exponent_override=exponent_override,
         dtype=dtype,
+        statistics_freq=statistics_freq,
+        max_merged_dim=max_merged_dim,
+        precondition_1d=precondition_1d,
     )
     return with_momentum_and_lr(
         direction,

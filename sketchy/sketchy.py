@@ -14,10 +14,17 @@ and every step the factor's inverse root is applied in O(d k) per column::
 then the direction is grafted like Shampoo's. State per factor is ``d k + k + 1`` floats
 (``U``, ``lam``, ``tau``) against Shampoo's ``2 d^2``: for ``d = 1024, k = 256`` the
 statistics shrink 4x and statistics + inverse roots 8x. An axis with ``d <= rank`` is kept
-exactly. With ``rank >= d`` the direction equals Shampoo's up to a scalar: the sketch sums
-``b2 S + G G^T`` where Shampoo's EMA is ``b2 L + (1 - b2) G G^T``, so ``S = L / (1 - b2)``
-and before grafting Sketchy's direction is ``sqrt(1 - b2)`` times Shampoo's (exponents
-``1/(2p)`` over ``p`` axes); after grafting they are equal.
+exactly.
+
+Relation to Shampoo. Sketchy's sketch sees only every ``update_freq``-th gradient (the
+paper's protocol, and both reference implementations'), while :func:`sketchy.shampoo`'s
+statistics see every gradient by default. So with ``rank >= d`` Sketchy reduces to Shampoo
+only for ``update_freq = 1``, or for any ``update_freq`` against Shampoo with
+``statistics_freq=update_freq`` (the subsampling control: it separates the cost of sketching
+from the cost of observing fewer gradients). Then the sketch sums ``b2 S + G G^T`` where
+Shampoo's EMA is ``b2 L + (1 - b2) G G^T``, so ``S = L / (1 - b2)`` and before grafting
+Sketchy's direction is ``sqrt(1 - b2)`` times Shampoo's (exponents ``1/(2p)`` over ``p``
+axes); after grafting they are equal.
 
 Reference: Feinberg et al., "Sketchy: Memory-efficient Adaptive Regularization with
 Frequent Directions", NeurIPS 2023 (arXiv 2302.03764).
@@ -90,14 +97,16 @@ def scale_by_sketchy(
     exponent_override: float | None = None,
     tail_decay: TailDecay = "b2",
     fd_method: FDMethod = "eigh",
+    max_merged_dim: int | None = None,
+    precondition_1d: bool = False,
 ) -> optax.GradientTransformation:
     """Sketchy's (S-Shampoo's) preconditioned, grafted direction (no momentum, no lr).
 
     Args:
       rank: directions ``k`` kept per factor (the paper's ``l - 1``; paper runs: 256).
       block_size, b2, eps, relative_eps, start_preconditioning_step, graft, graft_eps,
-        max_precond_dim, exponent_override: as in :func:`sketchy.scale_by_shampoo`;
-        ``b2`` decays the sketch and the tail per FD step.
+        max_precond_dim, exponent_override, max_merged_dim, precondition_1d: as in
+        :func:`sketchy.scale_by_shampoo`; ``b2`` decays the sketch and the tail per FD step.
       update_freq: the FD step runs every this many steps, on that step's gradient.
       tail_decay: ``"b2"`` (paper, Obs. 6) or ``"sqrt_b2"`` (one reference implementation
         decays the escaped mass by ``sqrt(b2)`` while the sketch decays by ``b2``).
@@ -136,6 +145,8 @@ def scale_by_sketchy(
         graft_eps=graft_eps,
         start_preconditioning_step=start_preconditioning_step,
         exponent_override=exponent_override,
+        max_merged_dim=max_merged_dim,
+        precondition_1d=precondition_1d,
     )
 
 
@@ -159,6 +170,8 @@ def sketchy(
     exponent_override: float | None = None,
     tail_decay: TailDecay = "b2",
     fd_method: FDMethod = "eigh",
+    max_merged_dim: int | None = None,
+    precondition_1d: bool = False,
 ) -> optax.GradientTransformation:
     """Sketchy (S-Shampoo): :func:`scale_by_sketchy` + momentum, weight decay, -lr.
 
@@ -179,6 +192,8 @@ def sketchy(
         exponent_override=exponent_override,
         tail_decay=tail_decay,
         fd_method=fd_method,
+        max_merged_dim=max_merged_dim,
+        precondition_1d=precondition_1d,
     )
     return with_momentum_and_lr(
         direction,
