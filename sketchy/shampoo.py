@@ -16,11 +16,13 @@ protocol), so ``statistics_freq=update_freq`` is the control that separates the 
 subsampling from the cost of sketching: with it and ``rank >= d``, Sketchy equals this
 Shampoo after grafting for any ``update_freq``.
 
-Compared with ``distributed_shampoo`` (the authors' code, ``eigh=True``): the statistics
-start at ``matrix_epsilon * I`` there (0 here), and ``lambda_max`` for the relative epsilon comes
-from a power iteration instead of the ``eigh`` itself; both differences fade with the
-statistics' scale. Everything else (EMA, exponent ``1/(2p)``, ridge, layer-wise grafting,
-momentum and Nesterov with ``decoupled_learning_rate``) is the same computation.
+Compared with ``distributed_shampoo`` (the authors' code, ``eigh=True``; parity tested to
+1e-4, measured 1e-5, with ``graft="rmsprop_uncorrected"`` or ``"rmsprop_normalized"``): its
+statistics start at ``matrix_epsilon * I`` (ours at 0), its ``lambda_max`` for the relative
+epsilon comes from a power iteration, it blocks into ``block_size`` chunks plus a remainder
+(ours: equal blocks), and it keeps a second momentum buffer for the graft direction before
+``start_preconditioning_step`` (ours: one buffer). The rest (EMA, exponent ``1/(2p)``,
+ridge, layer-wise grafting, Nesterov momentum, learning rate last) is the same computation.
 """
 
 from typing import NamedTuple

@@ -26,6 +26,13 @@ Shampoo's EMA is ``b2 L + (1 - b2) G G^T``, so ``S = L / (1 - b2)`` and before g
 Sketchy's direction is ``sqrt(1 - b2)`` times Shampoo's (exponents ``1/(2p)`` over ``p``
 axes); after grafting they are equal.
 
+Compared with ``distributed_shampoo``'s frequent-directions mode (the paper's code): the
+same update at ``eps = 0`` (parity tested to 1e-5, measured 5e-7). That mode adds the
+ridge ``eps lambda_1`` into the sketch at every FD step, leaves an axis unpreconditioned
+until its sketch holds ``k`` directions and a tail, keeps ``d x d`` statistics, and (0.3.0)
+drops the sketch eigenvalues of every factor smaller than the model's largest one at each
+FD step (they are packed into rows that are then cut off).
+
 Reference: Feinberg et al., "Sketchy: Memory-efficient Adaptive Regularization with
 Frequent Directions", NeurIPS 2023 (arXiv 2302.03764).
 """
