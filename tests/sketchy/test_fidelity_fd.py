@@ -102,3 +102,87 @@ def test_fast_exact_method_is_the_default():
     assert inspect.signature(sketchy.scale_by_sketchy).parameters["fd_method"].default == "eigh"
     cfg = yaml.safe_load((ROOT / "configs/optimizer/sketchy.yaml").read_text())
     assert cfg["fd_method"] == "eigh"
+
+
+# ------------------------------------------------------- chunked FD: the guarantees, not identity
+
+
+def decayed_covariance(stream, b2):
+    g = np.zeros((stream[0].shape[0],) * 2)
+    for x in stream:
+        x = x.astype(np.float64)
+        g = b2 * g + x @ x.T
+    return g
+
+
+@pytest.mark.parametrize("method", ["eigh", "svd"])
+@pytest.mark.parametrize(
+    ("kind", "b2"), [("random", 0.99), ("random", 1.0), ("rank12", 0.95), ("rank6", 0.99)]
+)
+def test_chunked_fd_sandwich_and_observation_6(kind, b2, method):
+    """``Gbar <= G^(b2) <= Gbar + tau I`` and ``tau <= min_j (l-j)^-1 sum_{i>j} lambda_i``.
+
+    ``G^(b2) = sum_t b2^(T-t) x_t x_t^T``, ``l = k + 1`` (the paper's sketch size); each
+    gradient (96 columns) is fed in chunks of ``k = 8``.
+    """
+    d, n, k, steps = 64, 96, 8, 30
+    if kind == "random":
+        stream = full_rank_stream(d, n, steps, seed=2)
+    else:
+        stream = low_rank_stream(d, n, r=int(kind[4:]), steps=steps, seed=3)
+    state = fd_init(d, k)
+    update = jax.jit(lambda s, x: fd_update(s, x, decay=b2, method=method, chunk=k))
+    for x in stream:
+        state, rho = update(state, jnp.asarray(x))
+        assert np.isfinite(float(rho))
+    g = decayed_covariance(stream, b2)
+    lam = np.sort(np.linalg.eigvalsh(g))[::-1]
+    gap = np.linalg.eigvalsh(g - np.asarray(fd_covariance(state), np.float64))
+    # float32 rounding of ~360 FD steps (30 gradients x 12 chunks): ~1e-6 lambda_max measured.
+    tail, tol = float(state.tail), 1e-4 * lam[0]
+    assert gap.min() >= -tol  # the sketch is below G^(b2) ...
+    assert gap.max() <= tail + tol  # ... and sketch + tail I above it
+    ell = k + 1
+    bound = min(lam[j:].sum() / (ell - j) for j in range(ell))
+    assert tail <= bound * (1 + 1e-4) + tol
+    if kind == "rank6":  # rank <= k: nothing escapes, up to rounding
+        assert tail <= 1e-9 * lam[0]
+
+
+def test_chunked_fd_is_a_different_sketch_but_as_good():
+    """Chunking changes the sketch (so it is an option, not a refactoring) and its tail
+    stays within the one-shot's order of magnitude on a decaying spectrum."""
+    d, n, k = 64, 96, 8
+    stream = full_rank_stream(d, n, steps=20, seed=4)
+    one = run_fd(stream, k, 0.99, "eigh")
+    state = fd_init(d, k)
+    update = jax.jit(lambda s, x: fd_update(s, x, decay=0.99, method="eigh", chunk=k))
+    for x in stream:
+        state, _ = update(state, jnp.asarray(x))
+    assert abs(float(state.tail) / float(one.tail) - 1) > 1e-3
+    assert float(state.tail) <= 3 * float(one.tail)
+
+
+def test_chunked_sketchy_optimizer():
+    """``fd_chunk`` reaches the FD step; with ``rank >= d`` it is ignored (exact sketch)."""
+    params = {"w": jnp.zeros((40, 30))}
+    rng = np.random.default_rng(0)
+    grads = [{"w": jnp.asarray(rng.standard_normal((40, 30)), jnp.float32)} for _ in range(3)]
+    common = dict(update_freq=1, start_preconditioning_step=0, block_size=64)
+    outs = {}
+    for name, kw in {
+        "exact": dict(rank=64),
+        "exact_chunked": dict(rank=64, fd_chunk=4),
+        "low": dict(rank=4),
+        "low_chunked": dict(rank=4, fd_chunk=4),
+    }.items():
+        tx = sketchy.scale_by_sketchy(**common, **kw)
+        state, update = tx.init(params), jax.jit(tx.update)
+        for g in grads:
+            u, state = update(g, state, params)
+        outs[name] = np.asarray(u["w"])
+        assert np.all(np.isfinite(outs[name])) and int(state.failures) == 0
+    np.testing.assert_array_equal(outs["exact"], outs["exact_chunked"])
+    assert np.abs(outs["low"] - outs["low_chunked"]).max() > 1e-4
+    with pytest.raises(ValueError, match="fd_chunk must be"):
+        sketchy.sketchy(1e-3, fd_chunk=0)
