@@ -158,3 +158,26 @@ def test_adagrad_graft_matches_its_documented_formula():
             acc[name] = acc[name] + x * x
             expected = x / (np.sqrt(acc[name]) + 1e-8)
             np.testing.assert_allclose(np.asarray(out[name]), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("make", "kwargs"),
+    [
+        (sketchy.sketchy, {"rank": 1}),
+        (sketchy.sketchy, {"update_freq": 1}),
+        (sketchy.shampoo, {"update_freq": 1}),
+        (sketchy.sketchy, {"eps": 0.0}),
+        (sketchy.shampoo, {"eps": 0.0}),
+        (sketchy.sketchy, {"b2": 1.0, "graft": "adagrad"}),
+        (sketchy.shampoo, {"b2": 1.0, "graft": "adagrad"}),
+        (sketchy.sketchy, {"block_size": 1}),
+        (sketchy.sketchy, {"b1": 0.0}),
+        (sketchy.shampoo, {"start_preconditioning_step": 0}),
+        (sketchy.sketchy, {"max_precond_dim": 1}),
+        (sketchy.sketchy, {"weight_decay": 0.0}),
+    ],
+)
+def test_boundary_hyperparameters_are_accepted(make, kwargs):
+    """The smallest valid value of each validated argument is accepted (the other side of
+    test_reduction_and_state.py::test_bad_hyperparameters_raise)."""
+    make(1e-3, **kwargs)
