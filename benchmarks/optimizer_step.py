@@ -1,16 +1,24 @@
 """Optimizer step time, compile time and state size, side by side in one run.
 
 For each parameter set (``small``: {512x512, 512x2048, bias 2048}; ``resnet50``: the 161
-ResNet-50 tensors) and each optimizer, prints: compile time, median *steady* step time
-(no statistics refresh), median *refresh* step time (the step where Shampoo recomputes its
-inverse roots / Sketchy runs its FD update; ``count % update_freq == 0``), and optimizer
-state bytes per parameter (float32 = 4 bytes), in total and for the second-moment
-statistics alone. Ratios are against our Shampoo measured in the same run.
+ResNet-50 tensors) and each optimizer, prints: compile time and its ratio to AdamW's,
+median *steady* step time (no statistics refresh), median *refresh* step time (the step
+where Shampoo recomputes its inverse roots / Sketchy runs its FD update;
+``count % update_freq == 0``), the *amortized* step ``((F - 1) steady + refresh) / F`` and
+its ratio to our Shampoo's, and optimizer state bytes per parameter (float32 = 4 bytes), in
+total and for the second-moment statistics alone. Ratios are against rows measured in the
+same run.
 
 The PyPI package ``precondition-opt`` 0.3.0 (Google's distributed_shampoo, the paper-era
-reference with its frequent-directions mode) is measured too when installed.
+reference with its frequent-directions mode) is measured too when installed. (Its tearfree
+Sketchy is not in that release.)
+
+``--scaling`` times one refresh of a single square ``d x d`` block (``d`` = 256 .. 4096,
+rank ``k = 128``) for each FD method and for Shampoo (statistics + ``eigh`` inverse root)
+and prints the fitted exponent ``a`` of ``time ~ d^a``.
 
     python benchmarks/optimizer_step.py --sets small resnet50 --cycles 3
+    python benchmarks/optimizer_step.py --sets --scaling
 """
 
 import argparse
@@ -43,10 +51,17 @@ def optimizers(include_reference: bool) -> dict[str, Callable[[], optax.Gradient
     out = {
         "adamw (optax)": lambda: optax.adamw(1e-3),
         "shampoo": lambda: sketchy.shampoo(1e-3, **common),
+        "shampoo statistics_freq=F": lambda: sketchy.shampoo(1e-3, statistics_freq=F, **common),
+        "shampoo max_merged_dim=4096": lambda: sketchy.shampoo(1e-3, max_merged_dim=4096, **common),
         "sketchy r128": lambda: sketchy.sketchy(1e-3, rank=128, **common),
         "sketchy r256": lambda: sketchy.sketchy(1e-3, rank=256, **common),
-        "sketchy r128 fd=eigh": lambda: sketchy.sketchy(1e-3, rank=128, fd_method="eigh", **common),
-        "sketchy r256 fd=eigh": lambda: sketchy.sketchy(1e-3, rank=256, fd_method="eigh", **common),
+        "sketchy r128 fd=svd": lambda: sketchy.sketchy(1e-3, rank=128, fd_method="svd", **common),
+        "sketchy r256 fd=svd": lambda: sketchy.sketchy(1e-3, rank=256, fd_method="svd", **common),
+        "sketchy r128 chunk=128": lambda: sketchy.sketchy(1e-3, rank=128, fd_chunk=128, **common),
+        "sketchy r256 chunk=256": lambda: sketchy.sketchy(1e-3, rank=256, fd_chunk=256, **common),
+        "sketchy r256 max_merged_dim=4096": lambda: sketchy.sketchy(
+            1e-3, rank=256, max_merged_dim=4096, **common
+        ),
         "sketchy r128 adafactor": lambda: sketchy.sketchy(
             1e-3, rank=128, graft="adafactor", **common
         ),
@@ -115,21 +130,92 @@ def measure(tx: optax.GradientTransformation, shapes: dict, cycles: int) -> dict
             continue  # first call also pays for allocation
         (refresh if step % F == 0 else steady).append(dt)
     per_param = memory.bytes_per_param(state, params)
+    steady_ms = 1e3 * float(np.median(steady))
+    refresh_ms = 1e3 * float(np.median(refresh)) if refresh else float("nan")
     return {
         "compile_s": compile_s,
-        "steady_ms": 1e3 * float(np.median(steady)),
-        "refresh_ms": 1e3 * float(np.median(refresh)) if refresh else float("nan"),
+        "steady_ms": steady_ms,
+        "refresh_ms": refresh_ms,
+        "amortized_ms": ((F - 1) * steady_ms + refresh_ms) / F,
         "state_per_param": per_param["total"],
         "stats_per_param": per_param["statistics"] + per_param["preconditioners"],
     }
 
 
+def ratio(rows: dict, name: str, base: str, key: str) -> float:
+    if name not in rows or base not in rows:
+        return float("nan")
+    return rows[name][key] / rows[base][key]
+
+
+def time_call(fn, *args, reps: int = 3) -> float:
+    jax.block_until_ready(fn(*args))
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def scaling(dims: list[int], rank: int, max_one_shot: int) -> None:
+    """Refresh time of one square ``d x d`` block vs ``d`` at fixed rank; fitted exponents."""
+    from sketchy.frequent_directions import fd_init, fd_update
+    from sketchy.shampoo import inverse_root
+
+    def fd(method, chunk):
+        def refresh(state, x):
+            return fd_update(state, x, decay=0.999, method=method, chunk=chunk)[0]
+
+        return jax.jit(refresh)
+
+    def shampoo_refresh(stat, x):
+        stat = 0.999 * stat + 0.001 * jnp.matmul(x, x.T, precision=jax.lax.Precision.HIGHEST)
+        return inverse_root(stat, 0.25, 1e-6)[0]
+
+    methods = {
+        "shampoo (eigh root)": None,
+        "sketchy fd=eigh": ("eigh", None),
+        "sketchy fd=svd": ("svd", None),
+        f"sketchy chunk={rank}": ("eigh", rank),
+    }
+    print(f"\n## refresh of one d x d block, rank {rank} (ms; fitted exponent a: time ~ d^a)\n")
+    print("| method | " + " | ".join(f"d={d}" for d in dims) + " | a |")
+    print("|" + "---|" * (len(dims) + 2))
+    rng = np.random.default_rng(0)
+    for name, spec in methods.items():
+        times = {}
+        for d in dims:
+            if spec is None or spec[1] is None:
+                if d > max_one_shot:
+                    continue
+            x = jnp.asarray(rng.standard_normal((d, d)), jnp.float32)
+            if spec is None:
+                stat = jnp.asarray(np.cov(rng.standard_normal((d, 2 * d))), jnp.float32)
+                times[d] = time_call(jax.jit(shampoo_refresh), stat, x)
+            else:
+                state = fd_init(d, rank)
+                refresh = fd(*spec)
+                state = refresh(state, x)  # a full sketch, as in steady state
+                times[d] = time_call(refresh, state, x)
+        ds = sorted(times)
+        fit = np.polyfit(np.log(ds), np.log([times[d] for d in ds]), 1)[0] if len(ds) > 1 else 0
+        cells = [f"{1e3 * times[d]:.1f}" if d in times else "-" for d in dims]
+        print(f"| {name} | " + " | ".join(cells) + f" | {fit:.2f} |", flush=True)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sets", nargs="+", default=["small", "resnet50"], choices=sorted(SETS))
+    ap.add_argument("--sets", nargs="*", default=["small", "resnet50"], choices=sorted(SETS))
     ap.add_argument("--cycles", type=int, default=2, help="refresh cycles of update_freq steps")
     ap.add_argument("--no-reference", action="store_true", help="skip precondition-opt rows")
     ap.add_argument("--only", nargs="*", default=None, help="substrings of optimizer names to run")
+    ap.add_argument("--scaling", action="store_true", help="refresh time vs d, fitted exponents")
+    ap.add_argument("--scaling-dims", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096])
+    ap.add_argument("--scaling-rank", type=int, default=128)
+    ap.add_argument(
+        "--scaling-max-one-shot", type=int, default=2048, help="largest d for O(d^3) methods"
+    )
     args = ap.parse_args(argv)
     print(
         f"# jax {jax.__version__}, {jax.devices()[0].platform}, {platform.processor() or ''}"
@@ -142,9 +228,12 @@ def main(argv=None) -> None:
         header = (
             "optimizer",
             "compile s",
+            "compile / adamw",
             "steady ms",
             "refresh ms",
             "refresh / shampoo",
+            "amortized ms",
+            "amortized / shampoo",
             "state B/param/4",
             "2nd-moment B/param/4",
         )
@@ -155,14 +244,25 @@ def main(argv=None) -> None:
             if args.only and not any(s in name for s in args.only):
                 continue
             rows[name] = r = measure(make(), shapes, args.cycles)
-            base = rows.get("shampoo", {}).get("refresh_ms", float("nan"))
-            rel = r["refresh_ms"] / base if "shampoo" in rows else float("nan")
             print(
-                f"| {name} | {r['compile_s']:.1f} | {r['steady_ms']:.1f} | "
-                f"{r['refresh_ms']:.1f} | {rel:.2f} | {r['state_per_param']:.2f} | "
-                f"{r['stats_per_param']:.2f} |",
+                f"| {name} | {r['compile_s']:.1f} | "
+                f"{ratio(rows, name, 'adamw (optax)', 'compile_s'):.2f} | "
+                f"{r['steady_ms']:.1f} | {r['refresh_ms']:.1f} | "
+                f"{ratio(rows, name, 'shampoo', 'refresh_ms'):.2f} | {r['amortized_ms']:.1f} | "
+                f"{ratio(rows, name, 'shampoo', 'amortized_ms'):.2f} | "
+                f"{r['state_per_param']:.2f} | {r['stats_per_param']:.2f} |",
                 flush=True,
             )
+        print()
+        for name in rows:
+            if name.startswith("sketchy") or name.startswith("ref"):
+                print(
+                    f"- {name}: amortized / shampoo "
+                    f"{ratio(rows, name, 'shampoo', 'amortized_ms'):.2f}, compile / adamw "
+                    f"{ratio(rows, name, 'adamw (optax)', 'compile_s'):.2f}"
+                )
+    if args.scaling:
+        scaling(args.scaling_dims, args.scaling_rank, args.scaling_max_one_shot)
 
 
 if __name__ == "__main__":
