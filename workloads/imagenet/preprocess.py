@@ -70,11 +70,10 @@ def _decode_box(jpeg: bytes, box, image_size: int) -> Image.Image:
     image.draft("RGB", (max(1, int(w / scale_w)), max(1, int(h / scale_h))))
     sx, sy = image.size[0] / w, image.size[1] / h
     image = image.convert("RGB") if image.mode != "RGB" else image
-    return image.resize(
-        (image_size, image_size),
-        Image.Resampling.BICUBIC,
-        box=(left * sx, top * sy, right * sx, bottom * sy),
-    )
+    # Crop, then resize (as decode_and_crop_jpeg + resize): no pixel outside the box leaks
+    # into the result through the bicubic kernel's support.
+    scaled = (round(left * sx), round(top * sy), round(right * sx), round(bottom * sy))
+    return image.crop(scaled).resize((image_size, image_size), Image.Resampling.BICUBIC)
 
 
 def train_image(
