@@ -67,8 +67,9 @@ def test_resume_restores_batchnorm_statistics_exactly(imagenet_dir, tmp_path):
     assert stats_a and len(stats_a) == len(stats_b)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    assert not np.array_equal(stats_a[0], np.asarray(state_of(resumed, 2)["model_state"]
-                                                     ["batch_stats"]["BatchNorm_0"]["mean"]))  # fmt: skip
+    # The statistics moved between the checkpoints, so equality above is not trivial.
+    at_2 = jax.tree.leaves(state_of(resumed, 2)["model_state"])
+    assert any(not np.array_equal(x, y) for x, y in zip(at_2, stats_b, strict=True))
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sketchy", "shampoo"])

@@ -10,7 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from workloads.imagenet import Imagenet, mini_dataset, preprocess, prepare_tfds, tfds_source
+from workloads.imagenet import Imagenet, mini_dataset, prepare_tfds, preprocess, tfds_source
 from workloads.imagenet.model import ResNet, resolve_size
 
 
