@@ -4,7 +4,7 @@
 ``Q_i`` from the QR of a Gaussian matrix, ``lam = 10^(-(linspace(0, sqrt(c)))^2)`` rescaled
 to a maximum of 10 (``c = log_cond``: condition ``10^c`` per factor, ``10^(2c)`` for the
 Kronecker Hessian ``2 H1 (x) H0``). The settings follow the reference notebook
-(``reference/sketchy_paper.md`` Sec. 6.3): 250 steps, ``b2 = 1``, preconditioners every 3
+(the KrADagrad authors' public quadratic notebook): 250 steps, ``b2 = 1``, preconditioners every 3
 steps from step 3, no blocking, no grafting, ``eps = 1e-8``; momentum 0.9 (Nesterov) for the
 Kronecker methods (the reference's Shampoo default), none for SGD, Adam's defaults.
 

@@ -27,6 +27,8 @@ from sketchy.kronecker import optimizer_counters
 
 # Orbax reports every save step at INFO through absl; the metrics log is what users read.
 logging.getLogger("absl").setLevel(logging.WARNING)
+# JAX logs at INFO every backend it could not start (TPU, proxy) on a CPU machine.
+logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 
 
 def _check_batch_sizes(trainer_cfg, n_data: int) -> None:

@@ -305,7 +305,7 @@ def _tables(recs: list[dict], regret: list[dict]) -> str:
             "Appendix A grid (lr: 49 log points in [1e-6, 1]; Ada-FD, FD-SON: 7 x 7 lr x "
             "delta). `*`: a tuned value sits on the grid's edge. Sketch: the paper's l (our "
             "rank k = l - 1). The paper's own Appendix A numbers (a9a, cifar10, gisette) are "
-            "not available to us (sketchy_paper.md Sec. 7); ours are on the offline datasets "
+            "not public (the paper prints only plots); ours are on the offline datasets "
             "below, at the sizes stated.",
             "",
         ]

@@ -83,7 +83,7 @@ def test_weight_decay_skips_batchnorm_and_biases(optimizer, imagenet_dir):
     params = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), params)
     tx = instantiate(cfg.optimizer)(learning_rate=optax.constant_schedule(1.0))
     zeros = jax.tree.map(jnp.zeros_like, params)
-    updates, _ = tx.update(zeros, tx.init(params), params)
+    updates, _ = jax.jit(tx.update)(zeros, jax.jit(tx.init)(params), params)
     flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(updates)}
     decayed = {k for k, v in flat.items() if float(jnp.abs(v).max()) > 0}
     assert decayed and all("kernel" in k for k in decayed)

@@ -1,6 +1,6 @@
 """Hinton & Salakhutdinov's deep autoencoder (784-1000-500-250-30, mirrored decoder).
 
-As in the KrADagrad experiments (``reference/sketchy_paper.md`` Sec. 6.3): dense layers,
+As in the KrADagrad experiments (arXiv 2305.19416, Sec. 5, and its public notebook): dense layers,
 ReLU between them, a linear 30-unit code, and a decoder mirroring the encoder whose last
 layer outputs per-pixel logits (the loss is a sigmoid cross-entropy).
 """

