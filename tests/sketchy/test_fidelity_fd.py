@@ -186,3 +186,20 @@ def test_chunked_sketchy_optimizer():
     assert np.abs(outs["low"] - outs["low_chunked"]).max() > 1e-4
     with pytest.raises(ValueError, match="fd_chunk must be"):
         sketchy.sketchy(1e-3, fd_chunk=0)
+
+
+@pytest.mark.parametrize(("d", "k", "n"), [(8, 8, 40), (16, 12, 64), (24, 4, 6)])
+def test_inverse_root_apply_both_paths_match_dense(d, k, n):
+    """The apply forms ``d x d`` on the fly when cheaper (the first two); same operator."""
+    from sketchy.frequent_directions import fd_inverse_root_apply
+
+    state = fd_init(d, k)
+    for x in full_rank_stream(d, 2 * d, steps=3, seed=5):
+        state, _ = fd_update(state, jnp.asarray(x), decay=0.9)
+    y = np.random.default_rng(0).standard_normal((d, n)).astype(np.float32)
+    cov = np.asarray(fd_covariance(state), np.float64) + float(state.tail) * np.eye(d)
+    top = float(state.eigvals[0] + state.tail)
+    w, v = np.linalg.eigh(cov + 1e-3 * top * np.eye(d))
+    dense = (v * w**-0.25) @ v.T @ y
+    got = fd_inverse_root_apply(state, jnp.asarray(y), 0.25, 1e-3)
+    np.testing.assert_allclose(np.asarray(got), dense, rtol=1e-4, atol=1e-5 * np.abs(dense).max())
