@@ -175,3 +175,66 @@ def test_trainer_eight_devices_equal_one(tmp_path):
     assert len(flat1) == len(flat8) > 0
     for a, b in zip(flat1, flat8, strict=True):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------- mesh construction
+def test_make_mesh_sizes():
+    if jax.device_count() < 8:
+        pytest.skip("needs the 8 host devices of tests/conftest.py")
+    assert dict(mesh_lib.make_mesh({"data": -1}).shape) == {"data": 8}
+    assert dict(mesh_lib.make_mesh({"data": 2, "model": -1}).shape) == {"data": 2, "model": 4}
+    three = mesh_lib.make_mesh({"data": 3})  # single host: a mesh may use fewer devices
+    assert dict(three.shape) == {"data": 3}
+    assert list(three.devices.flat) == jax.devices()[:3]
+    assert mesh_lib.batch_sharding(three).spec == PartitionSpec("data")
+    assert mesh_lib.replicated(three).spec == PartitionSpec()
+
+
+@pytest.mark.parametrize(
+    ("axes", "match"),
+    [
+        ({"model": 2}, "needs a 'data' axis"),
+        ({"data": -1, "model": -1}, "at most one -1"),
+        ({"data": 0}, "sizes must be positive"),
+        ({"data": -2}, "sizes must be positive"),
+        ({"data": 16}, "needs 16 devices but 8 are available"),
+        ({"data": 4, "model": 4}, "needs 16 devices"),
+    ],
+)
+def test_make_mesh_rejects(axes, match):
+    if jax.device_count() != 8:
+        pytest.skip("messages name the 8 host devices of tests/conftest.py")
+    with pytest.raises(mesh_lib.UserError, match=match):
+        mesh_lib.make_mesh(axes)
+
+
+LAUNCHER_VARS = ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
+
+
+@pytest.mark.parametrize(
+    ("mode", "env", "initializes"),
+    [
+        ("off", {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}, False),
+        ("on", {}, True),
+        ("auto", {}, False),
+        ("auto", {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}, True),
+        ("auto", {"SLURM_NTASKS": "4"}, True),
+        ("auto", {"SLURM_NTASKS": "1"}, False),
+        ("auto", {"OMPI_COMM_WORLD_SIZE": "2"}, True),
+        ("auto", {"OMPI_COMM_WORLD_SIZE": "1", "SLURM_NTASKS": "1"}, False),
+    ],
+)
+def test_distributed_initialize_only_under_a_launcher(mode, env, initializes, monkeypatch):
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: calls.append(1))
+    for var in LAUNCHER_VARS:
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    mesh_lib.maybe_initialize_distributed(mode)
+    assert calls == ([1] if initializes else [])
+
+
+def test_distributed_mode_is_validated():
+    with pytest.raises(mesh_lib.UserError, match="auto, on or off"):
+        mesh_lib.maybe_initialize_distributed("yes")
