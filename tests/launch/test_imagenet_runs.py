@@ -99,3 +99,17 @@ def test_cli_missing_imagenet_is_one_line(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: Real ImageNet not found")
     assert "ILSVRC2012_img_train.tar" in lines[0] and "downloads/manual" in lines[0]
+
+
+@pytest.mark.slow
+def test_mini_run_clearly_beats_chance_and_the_pixel_baseline(imagenet_dir, tmp_path):
+    """experiment=imagenet_laptop, shortened to 500 steps: measured validation error 0.228
+    (full 1,500 steps: 0.092); chance is 0.900, logistic regression on pixels 0.572."""
+    cfg = compose_config(
+        ["experiment=imagenet_laptop", f"workload.data_dir={imagenet_dir}",
+         f"run_dir={tmp_path / 'run'}", "record_dir=null", "trainer.steps=500",
+         "trainer.eval_every=0", "trainer.progress_bar=false", "mesh.axes.data=1"]
+    )  # fmt: skip
+    final = run(cfg)
+    assert final["validation/error"] < 0.45
+    assert final["test/error"] < 0.45
