@@ -72,10 +72,11 @@ def _top_eigen_gram(z: jax.Array, r: int) -> tuple[jax.Array, jax.Array, jax.Arr
     ``rho ~ 1e-7 lambda_max`` of pure rounding noise, and the tail accumulates it over
     ``1 / (1 - decay)`` steps. (2) A Rayleigh-Ritz step on ``z`` itself: the thin SVD of
     the ``r``-column projection of ``z`` onto that subspace gives singular values and
-    orthonormal vectors computed from ``z``, not from its square, so a direction ``z`` has
-    no mass in comes out at ``eps * s_max`` like the SVD's (its square at
-    ``eps^2 lambda_max``), and a well-separated eigenvalue is exact to float32 rounding
-    (second order in the subspace error). Cost: the Gram and its ``eigh`` (O(d^2 m + d^3)
+    orthonormal vectors computed from ``z``, not from its square. The projection has no
+    more rank than ``z``, so when ``z`` has fewer than ``r`` directions the missing ones
+    come out at ``eps * s_max`` as in the SVD (squared: ``eps^2 lambda_max``), and a
+    well-separated eigenvalue is exact to float32 rounding (its error is second order in
+    the subspace error). Cost: the Gram and its ``eigh`` (O(d^2 m + d^3)
     for ``m >= d``, O(d m^2 + m^3) otherwise) plus O((d + m) r^2) for the refinement,
     against the SVD method's QR and SVD of a ``d x d`` (or ``d x m``) matrix.
     """
