@@ -5,6 +5,8 @@ Usage (from the repository root; CPU-heavy: one pytest run per mutant)::
     .venv/bin/python tests/mutation/run_mutations.py --per-file 2 --seed 0
     .venv/bin/python tests/mutation/run_mutations.py --list            # mutants only
     .venv/bin/python tests/mutation/run_mutations.py --files sketchy/grafting.py --per-file 5
+    .venv/bin/python tests/mutation/run_mutations.py --files \
+        --mutant sketchy/grafting.py:33:45:1.0:2.0     # one mutant (FILE:LINE:COL:OLD:NEW)
 
 A mutant replaces one token of one line: a binary operator by its counterpart
 (``+ -``, ``* /``, ``** *``, ``< <=``, ``> >=``, ``== !=``), ``and``/``or``, ``True``/
@@ -48,7 +50,11 @@ TESTS = {
     ],
     "sketchy/sketchy.py": [*CORE, "tests/sketchy/test_reduction_and_state.py"],
     "sketchy/shampoo.py": [*CORE, "tests/sketchy/test_reduction_and_state.py"],
-    "sketchy/kronecker.py": [*CORE, "tests/sketchy/test_reduction_and_state.py"],
+    "sketchy/kronecker.py": [
+        *CORE,
+        "tests/launch/test_logging.py",  # optimizer_counters
+        "tests/sketchy/test_reduction_and_state.py",
+    ],
     "sketchy/grafting.py": [
         *CORE,
         "tests/sketchy/test_memory_bytes.py",
@@ -89,7 +95,7 @@ class Mutant(NamedTuple):
 
     def describe(self) -> str:
         new = self.new if self.new else "(removed)"
-        return f"{self.file}:{self.line}: {self.old!r} -> {new!r}"
+        return f"{self.file}:{self.line}:{self.col}: {self.old!r} -> {new!r}"
 
     def apply(self, source: str) -> str:
         lines = source.splitlines(keepends=True)
@@ -231,25 +237,45 @@ def main() -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch copy")
     parser.add_argument("--out", type=Path, default=None, help="JSON report path")
+    parser.add_argument(
+        "--mutant",
+        action="append",
+        default=[],
+        metavar="FILE:LINE:COL:OLD:NEW",
+        help="run this mutant too (repeatable; NEW may be empty), e.g. a survivor again",
+    )
     args = parser.parse_args()
 
+    # Mutants are drawn from the files of the scratch copy (HEAD, or the working tree).
+    scratch = make_scratch(args.worktree)
     rng = random.Random(args.seed)
     sampled: list[Mutant] = []
     for rel in args.files:
-        every = mutants_of(ROOT / rel, rel, args.include_defaults)
+        every = mutants_of(scratch / rel, rel, args.include_defaults)
         pick = rng.sample(every, min(args.per_file, len(every)))
         sampled += sorted(pick)
         print(f"{rel}: {len(every)} mutants, sampled {len(pick)}")
+    for spec in args.mutant:
+        rel, line, col, old, new = spec.split(":", 4)
+        found = [
+            m
+            for m in mutants_of(scratch / rel, rel, include_defaults=True)
+            if (m.line, m.col, m.old, m.new) == (int(line), int(col), old, new)
+        ]
+        if not found:
+            shutil.rmtree(scratch, ignore_errors=True)
+            parser.error(f"no mutant {spec!r} (lines move: check with --list)")
+        sampled += [m for m in found if m not in sampled]
     if args.list:
+        shutil.rmtree(scratch, ignore_errors=True)
         for m in sampled:
             print(" ", m.describe())
         return 0
 
-    scratch = make_scratch(args.worktree)
     print(f"scratch copy: {scratch}")
     results = []
     try:
-        needed = sorted({t for rel in args.files for t in TESTS[rel]})
+        needed = sorted({t for m in sampled for t in TESTS[m.file]})
         status, detail, secs = run_tests(scratch, needed, args.timeout)
         print(f"baseline (unmutated, {len(needed)} test files): {status} in {secs:.0f} s")
         if status != "survived":
@@ -272,7 +298,7 @@ def main() -> int:
     survived = [r for r in results if r["status"] == "survived"]
     print(f"\nmutants tried {len(results)}, killed {killed}, surviving {len(survived)}")
     for r in survived:
-        print(f"  survivor {r['file']}:{r['line']}: {r['old']!r} -> {r['new']!r}")
+        print(f"  survivor {Mutant(*[r[k] for k in Mutant._fields]).describe()}")
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
     return 0
