@@ -8,6 +8,7 @@ self-contained (e.g. a graph batch is ``num_shards`` padded sub-batches concaten
 Shapes are static across steps (no recompilation).
 """
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -77,3 +78,8 @@ def decay_mask(params: Params) -> Any:
     optimizers as an optax mask (``configs/config.yaml``: ``weight_decay_mask``).
     """
     return jax.tree.map(lambda p: jax.numpy.ndim(p) >= 2, params)
+
+
+def default_data_dir() -> str:
+    """Where every workload keeps its data: ``$SKETCHY_DATA_DIR``, else ``~/.cache/sketchy``."""
+    return os.environ.get("SKETCHY_DATA_DIR") or os.path.expanduser("~/.cache/sketchy")

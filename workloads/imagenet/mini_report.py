@@ -13,8 +13,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from workloads.base import default_data_dir
 from workloads.imagenet import mini_dataset, preprocess
-from workloads.imagenet.workload import default_data_dir
 
 
 def pixels(split, image_size: int) -> np.ndarray:

@@ -26,6 +26,7 @@ import urllib.request
 from pathlib import Path
 from unittest import mock
 
+from workloads.base import default_data_dir
 from workloads.imagenet.tfds_source import (
     IMAGENET,
     IMAGENET_V2,
@@ -146,7 +147,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--data_dir",
-        default=os.environ.get("SKETCHY_DATA_DIR", "~/.cache/sketchy"),
+        default=default_data_dir(),
         help="root data directory (the workload's data_dir)",
     )
     parser.add_argument(

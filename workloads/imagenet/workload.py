@@ -17,17 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from workloads.base import default_data_dir
 from workloads.imagenet import mini_dataset, pipeline, tfds_source
 from workloads.imagenet.model import ResNet, resolve_size
 
 SPLITS = ("train", "validation", "test")
 DATA_KINDS = ("mini", "tfds")
 NUM_CLASSES = {"mini": mini_dataset.NUM_CLASSES, "tfds": 1000}
-
-
-def default_data_dir() -> str:
-    """``$SKETCHY_DATA_DIR``, else ``~/.cache/sketchy``."""
-    return os.environ.get("SKETCHY_DATA_DIR") or os.path.expanduser("~/.cache/sketchy")
 
 
 def cross_entropy(logits, labels, weights, label_smoothing: float = 0.0):

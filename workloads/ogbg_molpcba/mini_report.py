@@ -9,7 +9,6 @@ fingerprint + logistic regression model per task, so a GNN's numbers can be judg
 
 import argparse
 import collections
-import os
 import time
 
 import numpy as np
@@ -17,6 +16,7 @@ from rdkit import Chem
 from rdkit.Chem import rdFingerprintGenerator
 from sklearn.linear_model import LogisticRegression
 
+from workloads.base import default_data_dir
 from workloads.ogbg_molpcba import mini_dataset
 from workloads.ogbg_molpcba.metrics import mean_average_precision
 
@@ -62,9 +62,7 @@ def _evaluate(scores, labels, mask, split) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data_dir", default=os.environ.get("SKETCHY_DATA_DIR", "~/.cache/sketchy")
-    )
+    parser.add_argument("--data_dir", default=default_data_dir())
     parser.add_argument("--max_molecules", type=int, default=None)
     args = parser.parse_args()
 

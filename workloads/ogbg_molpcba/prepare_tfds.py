@@ -22,6 +22,7 @@ import zipfile
 from pathlib import Path
 from unittest import mock
 
+from workloads.base import default_data_dir
 from workloads.ogbg_molpcba.tfds_source import TFDS_NAME, TFDS_VERSION, variant_dir
 
 PCBA_URL = "https://snap.stanford.edu/ogb/data/graphproppred/csv_mol_download/pcba.zip"
@@ -85,7 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--data_dir",
-        default=os.environ.get("SKETCHY_DATA_DIR", "~/.cache/sketchy"),
+        default=default_data_dir(),
         help="root data directory (the workload's data_dir)",
     )
     parser.add_argument("--pcba_zip", default=None, help="a local copy of OGB's pcba.zip")

@@ -14,6 +14,7 @@ import jraph
 import numpy as np
 from scipy.special import expit
 
+from workloads.base import default_data_dir
 from workloads.ogbg_molpcba import batching, mini_dataset, tfds_source
 from workloads.ogbg_molpcba.metrics import masked_bce, mean_average_precision
 from workloads.ogbg_molpcba.model import GNN, resolve_size
@@ -21,11 +22,6 @@ from workloads.ogbg_molpcba.model import GNN, resolve_size
 NUM_TASKS = 128
 SPLITS = ("train", "validation", "test")
 DATA_KINDS = ("mini", "tfds")
-
-
-def default_data_dir() -> str:
-    """``$SKETCHY_DATA_DIR``, else ``~/.cache/sketchy``."""
-    return os.environ.get("SKETCHY_DATA_DIR") or os.path.expanduser("~/.cache/sketchy")
 
 
 def to_graphs_tuple(batch: dict) -> jraph.GraphsTuple:
