@@ -40,7 +40,7 @@ OPTIONS = dict(exponent_override=0.35, weight_decay=0.3, nesterov=False)
 MASK = {"w": True, "bias": False}
 
 
-@pytest.mark.parametrize("kind", ["sketchy", "shampoo"])
+@pytest.mark.parametrize("kind", ["sketchy", pytest.param("shampoo", marks=pytest.mark.slow)])
 def test_exponent_override_weight_decay_mask_and_no_nesterov(kind):
     grads = gradient_stream(STEPS, seed=3, shapes=SHAPES)
     params = initial_params()
