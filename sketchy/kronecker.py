@@ -304,4 +304,7 @@ def optimizer_counters(opt_state) -> dict[str, int]:
             add("nonfinite_grad_steps", node.nonfinite_steps)
         elif isinstance(node, optax.ApplyIfFiniteState):
             add("skipped_steps", node.total_notfinite)
+            # is_leaf stops here, so the states it wraps are visited explicitly.
+            for key, value in optimizer_counters(node.inner_state).items():
+                add(key, value)
     return counters

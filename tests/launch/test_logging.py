@@ -297,13 +297,6 @@ def test_optimizer_counters_sum_every_kronecker_state():
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sketchy/kronecker.py optimizer_counters: is_leaf stops at optax's "
-    "ApplyIfFiniteState, so the KroneckerState inside it (sketchy.sketchy, shampoo, "
-    "kradagrad all wrap with apply_if_finite) is never visited: decomposition_failures "
-    "and nonfinite_grad_steps are never logged by the trainer",
-)
 def test_optimizer_counters_see_inside_apply_if_finite():
     import sketchy
     from sketchy.kronecker import optimizer_counters
