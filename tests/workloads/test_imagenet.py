@@ -219,3 +219,16 @@ def test_prepare_imagenet_v2_from_its_archive_layout(tmp_path):
     assert batch["weights"].tolist() == [1, 1, 1, 0]
     url, sha256 = prepare_tfds.v2_source()
     assert url.endswith("imagenetv2-matched-frequency.tar.gz") and len(sha256) == 64
+
+
+def test_config_lists_every_constructor_field():
+    import inspect
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "workload" / "imagenet.yaml"
+    cfg = OmegaConf.load(path)
+    fields = set(inspect.signature(Imagenet).parameters)
+    assert set(cfg.workload) - {"_target_"} == fields
+    assert cfg.workload.data == "mini" and cfg.trainer.objective == "validation/accuracy"
