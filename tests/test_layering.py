@@ -1,4 +1,4 @@
-"""The layering rule of the project (README, Development), checked on the source: the library stands alone."""
+"""The layering rule (README, Development), checked on the source: the library stands alone."""
 
 import ast
 from pathlib import Path

@@ -24,7 +24,8 @@ LABEL = {
     "kradagrad": "KrADagrad (float32)",
     "sketchy": "Sketchy (float32)",
 }
-# The reference's best-sweep validation losses on MNIST (the KrADagrad authors' published sweep: full
+# The reference's best-sweep validation losses on MNIST (the KrADagrad authors' published
+# sweep: full
 # 60k MNIST, 70 epochs, seed 100; Shampoo float64, float32 in parentheses).
 REFERENCE = {
     "sgd": "519.07",
