@@ -30,7 +30,7 @@ from workloads.librispeech import sentences, speech
 VERSION = 1
 SEED = 20230209
 SPLITS = ("train", "validation", "test")
-DEFAULT_SIZES = (4000, 300, 300)
+DEFAULT_SIZES = (4000, 200, 200)
 MAX_SAMPLES = 48_000  # 3 s: the longest sentences at the slowest rates are spoken again faster
 
 

@@ -32,7 +32,7 @@ SPLITS = ("train", "validation", "test")
 DATA_KINDS = ("mini", "tfds", "npy")
 # Per data kind: (vocabulary, max samples per utterance, max target tokens, reader threads).
 DATA_DEFAULTS = {
-    "mini": (256, mini_dataset.MAX_SAMPLES, 48, 0),
+    "mini": (128, mini_dataset.MAX_SAMPLES, 48, 0),
     "tfds": (1024, 320_000, 256, 8),
     "npy": (1024, 320_000, 256, 8),
 }
@@ -51,17 +51,19 @@ class Librispeech:
         size: Model preset: ``"paper"`` (16 layers, 104,883,200 parameters at vocabulary
             1024), ``"algoperf"`` (4 layers, 32,321,792) or ``"tiny"`` (CPU).
         num_layers, encoder_dim, num_heads, ff_multiplier, conv_kernel_size,
-            batch_norm_momentum: Override the preset's value when not ``None``.
+            batch_norm_momentum, subsample_channels: Override the preset's value when not
+            ``None`` (``subsample_channels``: the convolutions' width; the reference's is
+            ``encoder_dim``, the tiny preset's 32).
         dropout_rate: Input and residual dropout while training (reference: 0.1).
         attention_dropout_rate: Dropout on attention weights (reference: 0.0).
         use_specaug: SpecAugment while training (2 frequency masks of up to 27 bins, 10 time
             masks of up to 5% of the utterance).
         vocab_size: Output classes (SentencePiece pieces; id 0 is the CTC blank). ``None``:
-            1024 for real data, 256 for the mini data.
+            1024 for real data, 128 for the mini data.
         data: ``"mini"`` (offline, prepared on first use), ``"tfds"`` or ``"npy"``.
         data_dir: Root data directory; ``None``: ``$SKETCHY_DATA_DIR`` or ``~/.cache/sketchy``.
         max_utterances: Mini data only: synthesize N utterances split 80/10/10 (``None``:
-            4,000 / 300 / 300).
+            4,000 / 200 / 200).
         mini_noise: Mini data only: share of utterances mixed with background noise.
         max_audio_samples: Static waveform length of a batch row; longer utterances get
             weight 0. ``None``: 320,000 (20 s) for real data, 48,000 (3 s) for mini.
@@ -84,6 +86,7 @@ class Librispeech:
         ff_multiplier: int | None = None,
         conv_kernel_size: int | None = None,
         batch_norm_momentum: float | None = None,
+        subsample_channels: int | None = None,
         dropout_rate: float = 0.1,
         attention_dropout_rate: float = 0.0,
         use_specaug: bool = True,
@@ -108,6 +111,7 @@ class Librispeech:
             ff_multiplier=ff_multiplier,
             conv_kernel_size=conv_kernel_size,
             batch_norm_momentum=batch_norm_momentum,
+            subsample_channels=subsample_channels,
         )
         self.model_config |= {
             "vocab_size": vocab_size or vocab,
