@@ -26,17 +26,12 @@ RECORDS = ROOT / "records"
 
 # Modules without ``missing_records``: the records they read and the command that makes them.
 NEEDS = {
-    "fig2_final_metrics": (
-        "fig2_*/*.json (python launch/train.py experiment=fig2_ogbg_molpcba_mini: "
-        "3 optimizers x 5 seeds)"
-    ),
     "kradagrad_autoencoder": (
         "kradagrad_autoencoder/*.json (python launch/train.py experiment=kradagrad_autoencoder "
         "tuned=mnist_autoencoder_<optimizer> seed=<seed>)"
     ),
     "kradagrad_quadratic": "kradagrad_quadratic/*.json (python launch/kradagrad_quadratic.py)",
     "oco_appendix_a": "oco/*.json (python launch/oco.py)",
-    "rank_sweep": "rank_sweep/*.json (python launch/train.py sweep=ranks)",
 }
 
 
