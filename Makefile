@@ -10,7 +10,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 # busy process (pytest -n 2, a data loader) decompositions then run 10-100x slower.
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: help venv train test test-all figures bench lint format lock clean
+.PHONY: help venv train test test-all figures reproduce bench lint format lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,9 @@ test-all: $(STAMP)  ## every test, slow real-data runs included
 
 figures: $(STAMP)  ## regenerate results/tables and results/figures from results/
 	$(PY) -m results.make_figures
+
+reproduce: $(STAMP)  ## every run behind the main-text records, mini scale, resumable (hours)
+	$(PY) -m launch.reproduce $(REPRODUCE_ARGS)
 
 bench: $(STAMP)  ## optimizer benchmarks (prints tables of ratios)
 	$(PY) benchmarks/optimizer_step.py
