@@ -81,7 +81,7 @@ def make(records_dir: Path, out_dir: Path) -> list[Path]:
                 f"{objective.split('/')[1]} {vm:.4f} +- {vci:.4f} | {n} | {words:.3f} |"
             )
             xs.append(words), ys.append(m), es.append(ci), names.append(name)
-        sketchy = [i for i, n in enumerate(names) if n.startswith("sketchy")]
+        sketchy = [i for i, n in enumerate(names) if re.fullmatch(r"sketchy_rank\d+", n)]
         ax.errorbar(
             [xs[i] for i in sketchy],
             [ys[i] for i in sketchy],
