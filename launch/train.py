@@ -2,7 +2,11 @@
 
 Hydra stays here: this file composes the config, instantiates the workload, the optimizer
 (a partial taking ``learning_rate``) and the schedule, and hands the trainer the rest of
-the resolved config as an immutable ``FrozenConfigDict``. Bad input exits with one line.
+the resolved config as an immutable ``FrozenConfigDict``.
+
+Bad input exits with one line (``error: <problem>: <fix>``) and code 2, before anything is
+written (what a refused run created in its run directory is removed again); a run stopped
+by the non-finite policy exits with code 3. ``SKETCHY_DEBUG=1`` shows the traceback.
 """
 
 import os
@@ -21,42 +25,91 @@ from hydra.utils import instantiate  # noqa: E402
 from ml_collections import FrozenConfigDict  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from launch import validation  # noqa: E402
 from launch.errors import UserError  # noqa: E402
 
-
-def run(cfg: DictConfig) -> dict:
-    # Imported here, not at the top: `train.py --help` and config errors stay fast.
-    import jax
-
-    from launch.trainer import train
-    from results.atomic import write_text
-
-    workload = instantiate(cfg.workload)
-    make_optimizer = instantiate(cfg.optimizer)
-    schedule = instantiate(cfg.schedule)(
-        peak_value=cfg.optimizer.learning_rate, total_steps=cfg.trainer.steps
-    )
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    if jax.process_index() == 0:
-        write_text(Path(cfg.run_dir) / "config.yaml", OmegaConf.to_yaml(resolved))
-    # Which option of each config group was chosen (names used by records and figures).
-    resolved["choices"] = {
-        k: v for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")
-    }
-    return train(workload, make_optimizer, schedule, FrozenConfigDict(resolved))
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+# Reported as one line (the message names the problem and the fix), never a traceback.
+REPORTED = (UserError, InstantiationException, ValueError, FileNotFoundError, TypeError)
 
 
-@hydra.main(config_path="../configs", config_name="config", version_base="1.3")
+def run(cfg: DictConfig, workload=None) -> dict:
+    """Validate, instantiate and train; ``workload`` replaces ``cfg.workload`` when given.
+
+    Bad input raises before anything is written, and whatever this call created in the run
+    directory up to then is removed again.
+    """
+    run_dir = Path(cfg.run_dir)
+    try:
+        hydra_dir = HydraConfig.get().runtime.output_dir
+    except Exception:  # noqa: BLE001 - composed without a Hydra run (tests, notebooks)
+        hydra_dir = None
+    guard = validation.RunDirGuard(run_dir, hydra_dir)
+    armed = True
+
+    def on_ready():  # every check passed: the run directory is now the run's
+        nonlocal armed
+        armed = False
+        if jax.process_index() == 0:
+            write_text(run_dir / "config.yaml", OmegaConf.to_yaml(resolved))
+
+    try:
+        # Imported here, not at the top: `train.py --help` and config errors stay fast.
+        import jax
+
+        from launch.trainer import train
+        from results.atomic import write_text
+
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        validation.check_config(resolved)
+        validation.check_run_dir(run_dir)
+        workload = instantiate(cfg.workload) if workload is None else workload
+        make_optimizer = instantiate(cfg.optimizer)
+        schedule = instantiate(cfg.schedule)(
+            peak_value=cfg.optimizer.learning_rate, total_steps=cfg.trainer.steps
+        )
+        config = dict(resolved)
+        # Which option of each config group was chosen (names used by records and figures).
+        if HydraConfig.initialized():
+            config["choices"] = {
+                k: v
+                for k, v in HydraConfig.get().runtime.choices.items()
+                if not k.startswith("hydra")
+            }
+        return train(
+            workload, make_optimizer, schedule, FrozenConfigDict(config), on_ready=on_ready
+        )
+    except BaseException as e:
+        if armed and isinstance(e, REPORTED):
+            guard.undo()
+        raise
+
+
+def report(e: BaseException) -> None:
+    """One line naming the problem and the fix on stderr, then exit (2; 3: non-finite stop)."""
+    if os.environ.get("SKETCHY_DEBUG"):
+        raise e
+    print(f"error: {validation.one_line(e)}", file=sys.stderr, flush=True)
+    sys.exit(getattr(e, "exit_code", 2))
+
+
+# An absolute path: also right when called in-process as `launch.train.cli` (tests).
+@hydra.main(config_path=str(CONFIGS), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     try:
         final = run(cfg)
-    except (UserError, InstantiationException, ValueError, FileNotFoundError, TypeError) as e:
-        if os.environ.get("SKETCHY_DEBUG"):
+    except REPORTED as e:
+        report(e)
+    except Exception as e:
+        full = validation.disk_full(e)
+        if full is None:
             raise
-        # One line naming the problem and the fix (set SKETCHY_DEBUG=1 for the traceback).
-        message = " ".join(str(e).split())
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+        report(
+            UserError(
+                f"no space left on the disk of run_dir={cfg.run_dir} ({full}): free disk "
+                f"space, then rerun the same command to resume from the last checkpoint"
+            )
+        )
     if final:
         shown = {k: round(v, 5) for k, v in final.items() if isinstance(v, float)}
         print(f"final metrics: {shown}")
@@ -65,5 +118,19 @@ def main(cfg: DictConfig) -> float | None:
     return final.get(cfg.trainer.objective) if final else None
 
 
-if __name__ == "__main__":
+def cli(argv: list[str] | None = None) -> None:
+    """``python launch/train.py ARGS``: one-line checks of the command line, then Hydra."""
+    argv = sys.argv[1:] if argv is None else argv
+    problem = validation.preflight(argv, CONFIGS)
+    if problem is not None:
+        if os.environ.get("SKETCHY_DEBUG"):
+            print("(SKETCHY_DEBUG) preflight:", problem, file=sys.stderr)
+        else:
+            print(f"error: {problem}", file=sys.stderr, flush=True)
+            sys.exit(2)
+    sys.argv = [sys.argv[0], *argv]
     main()
+
+
+if __name__ == "__main__":
+    cli()

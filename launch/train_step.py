@@ -37,12 +37,35 @@ def train_step(workload, tx, schedule, state: TrainState, batch) -> tuple[TrainS
     (loss, model_state), grads = jax.value_and_grad(mean_loss, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    # Non-finite policy: a step whose new parameters, model state or optimizer state are not
+    # finite is dropped whole (the previous ones are kept), so no state ever holds NaN/Inf.
+    # The library's optimizers skip a non-finite gradient themselves (apply_if_finite: their
+    # skip counters advance, the rest is untouched); optax's Adam/SGD do not, and are
+    # protected here. Either way the step is flagged; the trainer stops after
+    # trainer.max_nonfinite_steps flagged steps in a row.
+    new_ok = all_finite((params, model_state, opt_state))
+    grads_ok = jnp.isfinite(loss) & all_finite(grads)
+    params, model_state, opt_state = jax.tree.map(
+        lambda new, old: jnp.where(new_ok, new, old),
+        (params, model_state, opt_state),
+        (state.params, state.model_state, state.opt_state),
+    )
     metrics = {
         "train/loss": loss,
         "train/grad_norm": optax.tree.norm(grads),
         "train/update_norm": optax.tree.norm(updates),
         "train/param_norm": optax.tree.norm(params),
         "train/learning_rate": schedule(state.step) if callable(schedule) else schedule,
+        "train/nonfinite_step": (~(new_ok & grads_ok)).astype(jnp.int32),
     }
     new = TrainState(state.step + 1, params, model_state, opt_state, state.rng)
     return new, metrics
+
+
+def all_finite(tree) -> jax.Array:
+    """Whether every floating-point entry of ``tree`` is finite (a scalar bool)."""
+    ok = jnp.array(True)
+    for leaf in jax.tree.leaves(tree):
+        if jnp.issubdtype(leaf.dtype, jnp.inexact):
+            ok = ok & jnp.all(jnp.isfinite(leaf))
+    return ok

@@ -7,18 +7,21 @@ depends on Hydra.
 """
 
 import functools
+import itertools
 import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
 from tqdm.auto import tqdm
 
 from launch import mesh as mesh_lib
-from launch.checkpointing import Checkpointer
-from launch.errors import UserError
+from launch import validation
+from launch.checkpointing import Checkpointer, state_signature
+from launch.errors import NonFiniteError, UserError, warn
 from launch.metrics_log import MetricsLog
 from launch.run_record import write_record
 from launch.train_step import init_train_state, train_step
@@ -41,6 +44,76 @@ def _check_batch_sizes(trainer_cfg, n_data: int) -> None:
             )
 
 
+def _data_stage(workload, what: str, fn: Callable):
+    """``fn()`` (the first read of the data), with a corrupt data file or a bad split name
+    turned into one line (``UserError``) naming the file or the setting and the fix."""
+    try:
+        return fn()
+    except (UserError, FileNotFoundError):
+        raise
+    except Exception as e:
+        path = validation.data_file_of(e, [getattr(workload, "data_dir", None)])
+        if path is not None:
+            raise UserError(
+                f"the data file {path} is unreadable, probably corrupt or truncated "
+                f"({type(e).__name__}: {validation.one_line(e)[:200]}): delete it and rerun "
+                f"(a mini dataset is prepared again), or point workload.data_dir at a good copy"
+            ) from e
+        if isinstance(e, ValueError | KeyError):
+            raise UserError(f"{what}: {validation.one_line(e)}") from e
+        raise
+
+
+def _first_batch(workload, tcfg, seed: int, n_data: int, start: int):
+    """The train iterator with its first batch read, and every evaluation split opened:
+    missing or corrupt data and unknown splits fail here, before anything is written."""
+    data = _data_stage(
+        workload,
+        "the training data",
+        lambda: workload.batches(
+            "train", tcfg.batch_size, seed=seed, num_shards=n_data, start_step=start
+        ),
+    )
+    first = _data_stage(workload, "the training data", lambda: next(iter(data)))
+    splits = dict.fromkeys([*tcfg.eval_splits, *tcfg.final_splits])
+    for split in splits:
+        setting = "trainer.eval_splits" if split in tcfg.eval_splits else "trainer.final_splits"
+        _data_stage(
+            workload,
+            f"{setting} has {split!r}",
+            lambda split=split: next(
+                iter(workload.batches(split, tcfg.eval_batch_size, seed=seed, num_shards=n_data)),
+                None,
+            ),
+        )
+    return itertools.chain([first], data)
+
+
+class _NonFinitePolicy:
+    """Counts steps whose loss, gradients or update were not finite (the train step kept the
+    previous parameters and optimizer state) and stops the run after ``limit`` in a row."""
+
+    def __init__(self, limit: int, total: int, log):
+        self.limit, self.total, self.log = limit, total, log
+        self.streak, self.first = 0, None
+
+    def observe(self, step: int, flag) -> bool:
+        """Record the flag of the step that ended at ``step``; ``True``: stop the run."""
+        if not int(flag):
+            self.streak = 0
+            return False
+        self.total += 1
+        self.streak += 1
+        if self.streak == 1:
+            self.first = step
+            warn(
+                f"step {step}: non-finite loss, gradients or update; step skipped "
+                f"(parameters and optimizer state kept)"
+            )
+        self.log.log(step, {"train/nonfinite_steps_total": self.total})
+        return self.streak >= self.limit
+
+
 class _Sigterm:
     """Turns SIGTERM into a flag the loop polls, so it can checkpoint and exit cleanly."""
 
@@ -55,8 +128,12 @@ class _Sigterm:
         signal.signal(signal.SIGTERM, self._old)
 
 
-def train(workload, make_optimizer, schedule, cfg) -> dict:
-    """Train ``workload`` with ``make_optimizer(learning_rate=schedule)``; returns final metrics."""
+def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None = None) -> dict:
+    """Train ``workload`` with ``make_optimizer(learning_rate=schedule)``; returns final metrics.
+
+    ``on_ready()`` is called once every check has passed (mesh, batch sizes, disk space,
+    checkpoints, data), before the first write to the run directory.
+    """
     t_start = time.time()
     tcfg = cfg.trainer
     run_dir = Path(cfg.run_dir)
@@ -73,6 +150,12 @@ def train(workload, make_optimizer, schedule, cfg) -> dict:
     init = functools.partial(init_train_state, workload, tx)
     rng = jax.random.PRNGKey(cfg.seed)
     abstract = jax.eval_shape(init, rng)
+    if "rank" in cfg.optimizer:
+        validation.warn_full_rank(cfg.optimizer.rank, abstract.opt_state)
+    signature = state_signature(abstract)
+    state_nbytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract))
+    if main_process:
+        validation.check_free_space(run_dir, state_nbytes, tcfg.keep_checkpoints)
     repl = mesh_lib.replicated(mesh)
     state_sharding = jax.tree.map(lambda _: repl, abstract)
 
@@ -88,17 +171,23 @@ def train(workload, make_optimizer, schedule, cfg) -> dict:
     ckpt = Checkpointer(
         run_dir / "checkpoints", every=tcfg.checkpoint_every, keep=tcfg.keep_checkpoints
     )
-    resumed_from = ckpt.latest_step()
-    if resumed_from is not None:
-        target = jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-            abstract,
-            state_sharding,
-        )
-        state, _ = ckpt.restore(target)
+    target = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        abstract,
+        state_sharding,
+    )
+    restored = ckpt.restore_newest_valid(target, signature)
+    if restored is not None:
+        state, saved_meta, resumed_from = restored
     else:
-        state = init_fn(rng)
+        state, saved_meta, resumed_from = init_fn(rng), {}, None
     start = int(state.step)
+
+    # ---- Data: the first batch and every evaluation split, before anything is written.
+    put = functools.partial(mesh_lib.put_batch, mesh=mesh)
+    data = _first_batch(workload, tcfg, cfg.seed, n_data, start)
+    if on_ready is not None:
+        on_ready()
 
     log = MetricsLog(
         run_dir,
@@ -117,12 +206,10 @@ def train(workload, make_optimizer, schedule, cfg) -> dict:
     if resumed_from is not None:
         static["resumed_from_step"] = resumed_from
     log.log(start, static)
-
-    put = functools.partial(mesh_lib.put_batch, mesh=mesh)
-    data = workload.batches(
-        "train", tcfg.batch_size, seed=cfg.seed, num_shards=n_data, start_step=start
+    meta = {"seed": cfg.seed, "run_dir": str(run_dir), "signature": signature}
+    policy = _NonFinitePolicy(
+        tcfg.get("max_nonfinite_steps") or 10, int(saved_meta.get("nonfinite_total", 0)), log
     )
-    meta = {"seed": cfg.seed, "run_dir": str(run_dir)}
 
     def evaluate(step: int, splits) -> dict:
         out = {}
@@ -142,7 +229,9 @@ def train(workload, make_optimizer, schedule, cfg) -> dict:
 
     # ---- Loop.
     sigterm = _Sigterm()
-    stopped_early = False
+    stopped_early = diverged = False
+    # The non-finite flag of a step is read after the next step is dispatched (no stall).
+    pending = None
     t_last, steps_since = time.time(), 0
     bar = tqdm(
         range(start, tcfg.steps),
@@ -164,10 +253,15 @@ def train(workload, make_optimizer, schedule, cfg) -> dict:
                 t_last = time.time()
             state, metrics = step_fn(state, batch)
             done, steps_since = step + 1, steps_since + 1
+            if pending is not None and policy.observe(*pending):
+                diverged = True
+                break
+            pending = (done, metrics["train/nonfinite_step"])
             if done % tcfg.log_every == 0 or done == tcfg.steps:
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
                 dt = (time.time() - t_last) / steps_since
                 metrics |= {"perf/step_time_s": dt, "perf/examples_per_s": tcfg.batch_size / dt}
+                metrics["train/nonfinite_steps_total"] = policy.total
                 metrics |= {
                     f"optimizer/{k}": v for k, v in optimizer_counters(state.opt_state).items()
                 }
@@ -186,14 +280,38 @@ def train(workload, make_optimizer, schedule, cfg) -> dict:
             if tcfg.eval_every and done % tcfg.eval_every == 0 and done < tcfg.steps:
                 evaluate(done, tcfg.eval_splits)
                 t_last = time.time()
-            ckpt.save(done, state, meta | {"step": done})
+            step_meta = meta | {"step": done, "nonfinite_total": policy.total}
+            ckpt.save(done, state, step_meta)
             if sigterm.requested:
-                ckpt.save(done, state, meta | {"step": done}, force=True)
+                ckpt.save(done, state, step_meta, force=True)
                 stopped_early = True
                 break
+        else:
+            if pending is not None and policy.observe(*pending):
+                diverged = True
+    except BaseException:
+        # Let the checkpoint being written in the background finish (it is a good one).
+        try:
+            ckpt.close()
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            pass
+        raise
     finally:
         sigterm.restore()
         bar.close()
+
+    if diverged:
+        ckpt.close()
+        last = ckpt.latest_step()
+        log.log(policy.first, {"stopped_by_nonfinite": 1})
+        log.close()
+        raise NonFiniteError(
+            f"training stopped: {policy.streak} consecutive steps ({policy.first}-"
+            f"{policy.first + policy.streak - 1}) had a non-finite loss, gradients or update "
+            f"(each skipped, parameters kept); the last checkpoint is step {last} in "
+            f"{run_dir / 'checkpoints'}: lower optimizer.learning_rate or check the data, then "
+            f"rerun to resume (the limit is trainer.max_nonfinite_steps={policy.limit})"
+        )
 
     if stopped_early:
         ckpt.close()
@@ -204,7 +322,10 @@ def train(workload, make_optimizer, schedule, cfg) -> dict:
 
     final_step = int(state.step)
     ckpt.save(
-        final_step, state, meta | {"step": final_step}, force=ckpt.latest_step() != final_step
+        final_step,
+        state,
+        meta | {"step": final_step, "nonfinite_total": policy.total},
+        force=ckpt.latest_step() != final_step,
     )
     ckpt.close()
     final = evaluate(final_step, tcfg.final_splits)
