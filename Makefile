@@ -23,6 +23,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(VENV)/bin/uv pip install -q -p $(PY) -r requirements.txt
 	$(VENV)/bin/uv pip install -q -p $(PY) --no-deps -r requirements-nodeps.txt
 	$(VENV)/bin/uv pip install -q -p $(PY) --no-deps -e .
+	$(PY) -c 'import sysconfig, pathlib; pathlib.Path(sysconfig.get_paths()["purelib"], "sketchy_harness.pth").write_text("$(CURDIR)\n")'
 	@touch $@
 
 venv: $(STAMP)  ## create .venv with the pinned dependencies

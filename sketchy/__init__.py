@@ -5,7 +5,7 @@ preconditioned direction; the short names chain momentum, weight decay and the l
 rate. Adam is :func:`optax.adamw`.
 """
 
-from sketchy import memory, oco, spectra
+from sketchy import kradagrad, memory, oco, spectra
 from sketchy.frequent_directions import FDState, fd_covariance, fd_init, fd_update
 from sketchy.kronecker import KroneckerRule, KroneckerState, scale_by_kronecker
 from sketchy.shampoo import ShampooFactor, scale_by_shampoo, shampoo
@@ -19,6 +19,7 @@ __all__ = [
     "fd_covariance",
     "fd_init",
     "fd_update",
+    "kradagrad",
     "memory",
     "oco",
     "scale_by_kronecker",
