@@ -1,5 +1,6 @@
 """The wheel ships the library alone, and it works when installed into a fresh venv."""
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -11,9 +12,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_holds_only_the_library_and_installs_into_a_fresh_venv(tmp_path):
+    # Built from a copy: setuptools writes build/ and *.egg-info/ beside the sources.
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "sketchy", src / "sketchy", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(tmp_path / "dist"), str(ROOT)],
+         "-w", str(tmp_path / "dist"), str(src)],
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     (wheel,) = (tmp_path / "dist").glob("sketchy-*.whl")
