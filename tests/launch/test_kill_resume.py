@@ -294,6 +294,7 @@ def numeric_rows(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if not any(t in k for t in _TIMING)} for r in rows(run_dir)]
 
 
+@pytest.mark.slow  # two process starts with data preparation: ~2.5 min on 2 shared cores
 def test_two_fresh_runs_give_identical_metrics(tmp_path):
     """`make train` in miniature, twice, as a new user would: each in its own process, with
     its own freshly prepared data (and a different hash seed); every metric is identical."""
