@@ -332,7 +332,9 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
     final["step"] = final_step
     log.close()
     if main_process and cfg.record_dir:
-        record = Path(cfg.record_dir) / cfg.experiment_name / f"{run_dir.name}.json"
+        # Keyed by (experiment, record_name): rerunning a (config, seed) replaces its record.
+        name = cfg.get("record_name") or run_dir.name
+        record = Path(cfg.record_dir) / cfg.experiment_name / f"{name}.json"
         write_record(
             record,
             config=cfg.to_dict(),
