@@ -78,14 +78,18 @@ def spectra_summary(opt_state, k: int = 256) -> dict[str, float]:
     """Scalar summary for logging: mean / quartiles over all factors with ``dim > k``.
 
     Keys: ``top{k}_share_mean``, ``intrinsic_dim_mean``, ``intrinsic_dim_q25/q75``,
-    ``escaped_mass_mean`` (sketches only), ``num_factors``. Factors no larger than ``k``
-    are exact and excluded from the share (it would be 1 by definition).
+    ``dim_mean`` (the mean dimension of those factors, to read the intrinsic dimension
+    against), ``escaped_mass_mean`` (sketches only), ``num_factors``. Factors no larger than
+    ``k`` are exact and excluded from the share (it would be 1 by definition); all-zero
+    factors (not yet updated) from the rest.
     """
-    shares, dims, escaped = [], [], []
+    shares, dims, sizes, escaped = [], [], [], []
     for f in factor_spectra(opt_state):
         lam = f["eigvals"]
         idim = np.asarray(intrinsic_dimension(lam))
-        dims.extend(idim[np.asarray(jnp.max(lam, axis=-1)) > 0].tolist())
+        live = np.asarray(jnp.max(lam, axis=-1)) > 0
+        dims.extend(idim[live].tolist())
+        sizes.extend([f["dim"]] * int(live.sum()))
         if f["dim"] > k:
             shares.extend(np.asarray(top_k_share(lam, k)).tolist())
         if f["escaped"] is not None:
@@ -97,6 +101,7 @@ def spectra_summary(opt_state, k: int = 256) -> dict[str, float]:
         out["intrinsic_dim_mean"] = float(np.mean(dims))
         out["intrinsic_dim_q25"] = float(np.percentile(dims, 25))
         out["intrinsic_dim_q75"] = float(np.percentile(dims, 75))
+        out["dim_mean"] = float(np.mean(sizes))
     if escaped:
         out["escaped_mass_mean"] = float(np.mean(escaped))
     return out

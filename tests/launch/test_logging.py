@@ -210,17 +210,19 @@ def test_factor_spectra_equal_eigvalsh_of_the_dense_factors():
 def test_spectra_summary_equals_numpy_on_the_dense_factors():
     state, stats, dense_sketches, tails = known_factors()
     k = 2
-    shares, dims = [], []
+    shares, dims, sizes = [], [], []
     for dense in [*stats, *dense_sketches]:
         lam = np.sort(np.clip(np.linalg.eigvalsh(dense), 0, None))[::-1]
         shares.append(lam[:k].sum() / lam.sum())  # every dim (5, 6) > k
         dims.append(lam.sum() / lam[0])
+        sizes.append(len(dense))
     got = spectra.spectra_summary(state, k=k)
     assert got["num_factors"] == 5
     assert got[f"top{k}_share_mean"] == pytest.approx(np.mean(shares), rel=1e-5)
     assert got["intrinsic_dim_mean"] == pytest.approx(np.mean(dims), rel=1e-5)
     assert got["intrinsic_dim_q25"] == pytest.approx(np.percentile(dims, 25), rel=1e-5)
     assert got["intrinsic_dim_q75"] == pytest.approx(np.percentile(dims, 75), rel=1e-5)
+    assert got["dim_mean"] == pytest.approx(np.mean(sizes))
     assert got["escaped_mass_mean"] == pytest.approx(tails.mean(), rel=1e-6)
     # Factors no larger than k are exact and left out of the share.
     assert f"top{k}_share_mean" not in spectra.spectra_summary(state, k=6)

@@ -262,10 +262,67 @@ def test_make_figures_reports_each_artifact_and_is_deterministic(tmp_path, small
         "fig3_null_baseline: written: tables/fig3_null_baseline.md; missing: "
         "fig3_null_baseline/d64.json (python -m launch.null_baseline --d 64)"
     )
-    assert by_name["fig3_spectra"].startswith("fig3_spectra: skipped: missing fig3_spectra_*")
+    assert by_name["fig3_spectra"].startswith(
+        "fig3_spectra: skipped: missing fig3_spectra_ogbg_molpcba_mini/shampoo_seed0.json "
+        "(python -m launch.reproduce --study fig3_spectra_ogbg_molpcba_mini)"
+    )
     assert by_name["rank_ablation"].startswith(
         "rank_ablation: skipped: missing rank_ablation_*/*.json (make reproduce"
     )
     assert by_name["fig2_quality"].startswith("fig2_quality: skipped: missing fig2_*/*.json")
     assert {p.name for p in first} == {"fig1_memory.png", "fig1_memory.md", "fig3_null_baseline.md"}
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+
+
+def _spectra_record(share, idim, dim, first_layer=None):
+    """A Fig. 3 run record: curves every 100 steps of a 300-step Shampoo run."""
+    steps = [100, 200, 300]
+    curves = {
+        "spectra/num_factors": [[s, 6.0] for s in steps],
+        "spectra/top16_share_mean": [[s, v] for s, v in zip(steps, share, strict=True)],
+        "spectra/intrinsic_dim_mean": [[s, v] for s, v in zip(steps, idim, strict=True)],
+        "spectra/intrinsic_dim_q25": [[s, 0.5 * v] for s, v in zip(steps, idim, strict=True)],
+        "spectra/intrinsic_dim_q75": [[s, 2.0 * v] for s, v in zip(steps, idim, strict=True)],
+        "spectra/dim_mean": [[s, dim] for s in steps],
+    }
+    if first_layer:
+        curves["spectra/first_layer_top16_share"] = [
+            [s, v] for s, v in zip(steps, first_layer, strict=True)
+        ]
+    config = {
+        "seed": 0,
+        "trainer": {"steps": 300, "spectra_top_k": 16},
+        "optimizer": {"learning_rate": 1e-3, "b2": 0.999},
+    }
+    return {"config": config, "curves": curves, "final": {}}
+
+
+def test_fig3_spectra_table_checks_the_paper_statements(tmp_path):
+    records = tmp_path / "records"
+    runs = {
+        # share stays above 0.8; intrinsic dim at most 6 of 64 (9.4% < 10.3%): both hold
+        "fig3_spectra_ogbg_molpcba_mini": _spectra_record([0.95, 0.9, 0.85], [2, 4, 6], 64),
+        # share dips to 0.7 (first layer's, preferred over the mean); idim 20 of 128 (15.6%)
+        "fig3_spectra_imagenet_mini": _spectra_record(
+            [0.99, 0.98, 0.97], [5, 20, 10], 128, first_layer=[0.9, 0.7, 0.8]
+        ),
+    }
+    for exp, rec in runs.items():
+        (records / exp).mkdir(parents=True)
+        (records / exp / "shampoo_seed0.json").write_text(json.dumps(rec))
+    assert fig3_spectra.missing_records(records) == [
+        "fig3_spectra_librispeech_mini/shampoo_seed0.json (python -m launch.reproduce "
+        "--study fig3_spectra_librispeech_mini)"
+    ]
+    paths = fig3_spectra.make(records, tmp_path / "out")
+    assert {p.name for p in paths} == {"fig3_spectra.png", "fig3_spectra.md"}
+    text = (tmp_path / "out" / "tables" / "fig3_spectra.md").read_text()
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()}
+    ogbg, img = rows["fig3_spectra_ogbg_molpcba_mini"], rows["fig3_spectra_imagenet_mini"]
+    assert "0.950 -> 0.850 (min 0.850; mean over factors)" in ogbg
+    assert "2.00 -> 6.00 (max 6.00; IQR at end 3.00-12.00)" in ogbg
+    assert ogbg.endswith("| 0.094 |")
+    assert "0.900 -> 0.800 (min 0.700; first layer)" in img
+    assert img.endswith("| 0.156 |")
+    assert "holds in 1 of 2 runs (our k" in text  # the share statement
+    assert "of the dimension) | holds in 1 of 2 runs |" in text  # the intrinsic-dim statement
