@@ -35,7 +35,12 @@ def small_set() -> dict[str, tuple[int, ...]]:
     return {"w1": (512, 512), "w2": (512, 2048), "b": (2048,)}
 
 
-SETS = {"small": small_set, "resnet50": resnet50_shapes}
+def toy_set() -> dict[str, tuple[int, ...]]:
+    """A matrix and a bias (136 parameters): a smoke run of the benchmark in seconds."""
+    return {"w": (16, 8), "b": (8,)}
+
+
+SETS = {"small": small_set, "resnet50": resnet50_shapes, "toy": toy_set}
 
 
 def count(shapes: dict[str, tuple[int, ...]]) -> int:

@@ -17,6 +17,7 @@ never restored.
 """
 
 import contextlib
+import functools
 import hashlib
 import logging
 import time
@@ -58,10 +59,19 @@ def _digest(tree) -> str:
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
 
 
-@jax.jit
-def checksum(tree) -> jax.Array:
+# Version 1 (checkpoints written before it changed) weighted every other word by an even
+# number, so the top bits of those words (a float's sign among them) were invisible.
+CHECKSUM_VERSION = 2
+
+
+@functools.partial(jax.jit, static_argnames="version")
+def checksum(tree, version: int = CHECKSUM_VERSION) -> jax.Array:
     """An exact, position-weighted uint32 sum of every bit of ``tree`` (order of leaves and
-    entries matters; the same on every machine): a restored state must reproduce it."""
+    entries matters; the same on every machine): a restored state must reproduce it.
+
+    Every word is multiplied by an odd weight, which is invertible modulo 2^32, so any change
+    of a single word (any flipped bit) changes the sum.
+    """
     total = jnp.uint32(0)
     for i, leaf in enumerate(jax.tree.leaves(tree)):
         x = jnp.asarray(leaf)
@@ -76,6 +86,8 @@ def checksum(tree) -> jax.Array:
             u = jax.lax.bitcast_convert_type(x, narrow).astype(jnp.uint32)
         u = u.ravel()
         weights = jnp.arange(u.size, dtype=jnp.uint32) * jnp.uint32(2654435761)
+        if version >= 2:
+            weights = weights * jnp.uint32(2)  # even, so that with 2 i + 1 below: odd
         total = total + jnp.sum(u * (weights + jnp.uint32(2 * i + 1)), dtype=jnp.uint32)
     return total
 
@@ -104,7 +116,7 @@ class Checkpointer:
         """Save (when due, or ``force``) with ``meta`` plus the state's :func:`checksum`."""
         if not (force or self.manager.should_save(step)):
             return False
-        meta = meta | {"checksum": int(checksum(state))}
+        meta = meta | {"checksum": int(checksum(state)), "checksum_version": CHECKSUM_VERSION}
         return self.manager.save(
             step,
             args=ocp.args.Composite(
@@ -125,7 +137,8 @@ class Checkpointer:
         )
         meta = dict(out.meta)
         saved = meta.pop("checksum", None)
-        if saved is not None and int(checksum(out.state)) != saved:
+        version = meta.pop("checksum_version", 1)  # absent: written by version 1
+        if saved is not None and int(checksum(out.state, version)) != saved:
             raise ValueError(f"step {step}: the restored arrays do not match their checksum")
         return out.state, meta
 

@@ -88,7 +88,8 @@ def shampoo_rule(
     def refresh_factor(f, exponent):
         root, ok, empty = inverse_root(f.statistics, exponent, eps, relative_eps)
         new = f._replace(preconditioner=root)
-        return keep_if(ok & ~empty, new, f), ~ok
+        # Empty statistics (all-zero gradients so far) are nothing to invert, not a failure.
+        return keep_if(ok & ~empty, new, f), ~ok & ~empty
 
     def apply_factor(f, y, exponent):
         del exponent

@@ -3,6 +3,8 @@
 import os
 import tempfile
 
+import pytest
+
 # Must happen before jax initializes its backends (tests that build a mesh use 8 devices).
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # OpenBLAS (JAX's CPU LAPACK) busy-waits; with two pytest workers on two cores its threads
@@ -19,3 +21,19 @@ if "xla_force_host_platform_device_count" not in flags:
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "sketchy-test-jax-cache")
 )
+
+
+@pytest.fixture(autouse=True)
+def _figures_never_read_live_records(request, monkeypatch, tmp_path_factory):
+    """Figure tests (tests/results/) read fixture records only: ``results/records/`` changes
+    with every ``make reproduce`` (and other sessions write to it), so a test that read it
+    would test whatever happens to be there. ``make_figures.main()`` without arguments
+    reads it and writes into ``results/``: here its defaults point into a temp dir."""
+    if request.node.path.parent.name != "results":
+        return
+    from results import make_figures
+
+    empty = tmp_path_factory.mktemp("no-live-records")
+    monkeypatch.setattr(make_figures, "RECORDS", empty)
+    monkeypatch.setattr(make_figures.main, "__defaults__", (empty / "out", empty))
+    monkeypatch.setenv("SKETCHY_RECORDS_DIR", str(empty))

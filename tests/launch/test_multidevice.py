@@ -199,6 +199,8 @@ def test_make_mesh_sizes():
         ({"data": -2}, "sizes must be positive"),
         ({"data": 16}, "needs 16 devices but 8 are available"),
         ({"data": 4, "model": 4}, "needs 16 devices"),
+        ({"data": -2, "model": -4}, "sizes must be positive"),  # a positive product
+        ({"data": -1, "model": 16}, "needs 16 devices"),  # nothing left for "data"
     ],
 )
 def test_make_mesh_rejects(axes, match):
@@ -206,6 +208,18 @@ def test_make_mesh_rejects(axes, match):
         pytest.skip("messages name the 8 host devices of tests/conftest.py")
     with pytest.raises(mesh_lib.UserError, match=match):
         mesh_lib.make_mesh(axes)
+
+
+def test_multi_host_mesh_must_use_every_device(monkeypatch):
+    """On several processes every device takes part (a mesh on some of them would leave
+    processes without data); on one host a smaller mesh is allowed."""
+    if jax.device_count() != 8:
+        pytest.skip("messages name the 8 host devices of tests/conftest.py")
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with pytest.raises(mesh_lib.UserError, match=r"exactly 8 on multi-host runs"):
+        mesh_lib.make_mesh({"data": 4})
+    assert dict(mesh_lib.make_mesh({"data": -1}).shape) == {"data": 8}
+    assert dict(mesh_lib.make_mesh({"data": 2, "model": 4}).shape) == {"data": 2, "model": 4}
 
 
 LAUNCHER_VARS = ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")

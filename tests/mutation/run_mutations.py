@@ -42,11 +42,17 @@ from typing import NamedTuple
 ROOT = Path(__file__).resolve().parents[2]
 
 FAST = ["-m", "not slow"]
-CORE = ["tests/sketchy/test_dense_reference.py", "tests/sketchy/test_options.py"]
+CORE = [
+    "tests/sketchy/test_dense_reference.py",
+    "tests/sketchy/test_options.py",
+    "tests/sketchy/test_option_edges.py",
+]
 TESTS = {
     "sketchy/frequent_directions.py": [
         "tests/sketchy/test_frequent_directions.py",
         "tests/sketchy/test_dense_reference.py",
+        "tests/sketchy/test_fidelity_fd.py",  # chunked FD, both inverse-root paths
+        "tests/sketchy/test_fd_edges.py",
     ],
     "sketchy/sketchy.py": [*CORE, "tests/sketchy/test_reduction_and_state.py"],
     "sketchy/shampoo.py": [*CORE, "tests/sketchy/test_reduction_and_state.py"],
@@ -60,7 +66,10 @@ TESTS = {
         "tests/sketchy/test_memory_bytes.py",
         "tests/sketchy/test_reduction_and_state.py",
     ],
-    "launch/checkpointing.py": ["tests/launch/test_checkpoint_keep.py"],
+    "launch/checkpointing.py": [
+        "tests/launch/test_checkpoint_keep.py",
+        "tests/launch/test_checkpoint_corrupt.py",
+    ],
     "launch/mesh.py": ["tests/launch/test_multidevice.py"],
 }
 

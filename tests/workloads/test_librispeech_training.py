@@ -1,6 +1,6 @@
 """librispeech through the real trainer (Hydra configs, launch.train.run): a few steps with
-adam, shampoo and sketchy, BatchNorm statistics as model state, CLI errors; and, marked slow,
-a mini run whose validation WER falls clearly below 1."""
+sketchy (adam and shampoo: slow), BatchNorm statistics as model state, CLI errors; and,
+marked slow, a mini run whose validation WER falls clearly below 1."""
 
 import os
 import subprocess
@@ -71,7 +71,14 @@ def state_of(run_dir, step):
     return restored.state
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "shampoo", "sketchy"])
+# Sketchy's run checks the workload through the trainer (losses, BatchNorm state, spectra,
+# memory); Adam and Shampoo through the trainer are the ogbg smoke runs' (test_training_runs.py)
+# and cost ~2 min more here on 2 cores: `slow`.
+@pytest.mark.parametrize(
+    "optimizer",
+    [pytest.param("adam", marks=pytest.mark.slow), pytest.param("shampoo", marks=pytest.mark.slow),
+     "sketchy"],
+)  # fmt: skip
 def test_tiny_conformer_trains_with(optimizer, data_dir, tmp_path):
     final = run(compose_config(smoke(data_dir, tmp_path / "run", f"optimizer={optimizer}")))
     assert np.isfinite(final["validation/loss"]) and 0.0 <= final["validation/wer"] <= 5.0

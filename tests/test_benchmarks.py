@@ -1,0 +1,112 @@
+"""Smoke runs of ``benchmarks/`` at toy sizes: they run, print their tables, and the state
+sizes they report are the hand counts of the paper's formulas."""
+
+import importlib.util
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY_PARAMS = 16 * 8 + 8  # benchmarks/param_shapes.py: toy_set()
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def table_rows(text: str) -> dict[str, list[str]]:
+    """``{first cell: other cells}`` of every markdown table row (header rows included)."""
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("|---"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_optimizer_step_benchmark_on_toy_shapes(capsys):
+    bench = load("optimizer_step")
+    bench.main(
+        ["--sets", "toy", "--cycles", "1", "--no-reference",
+         "--only", "adamw", "shampoo", "sketchy r128 fd=svd",
+         "--scaling", "--scaling-dims", "16", "32", "--scaling-rank", "4"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    out, refresh = out.split("## refresh of one d x d block, rank 4")
+    rows = table_rows(out)
+    header = rows["optimizer"]
+    col = {name: i for i, name in enumerate(header)}
+    names = ["adamw (optax)", "shampoo", "shampoo statistics_freq=F",
+             "shampoo max_merged_dim=4096", "sketchy r128 fd=svd"]  # fmt: skip
+    assert f"## toy: 2 tensors, {TOY_PARAMS:,} parameters" in out
+    assert set(names) <= set(rows) and not any(n.startswith("ref") for n in rows)
+    for name in names:
+        for key in ("compile s", "steady ms", "refresh ms", "amortized ms"):
+            value = float(rows[name][col[key]])
+            assert math.isfinite(value) and value >= 0, (name, key, value)
+    assert rows["adamw (optax)"][col["compile / adamw"]] == "1.00"
+    assert rows["shampoo"][col["refresh / shampoo"]] == "1.00"
+    # Second moments in float32 words per parameter, by hand: Adam's nu (one per
+    # parameter); Shampoo's two factors of the 16 x 8 matrix (16^2 + 8^2) and as many
+    # inverse roots (the bias is graft-only); Sketchy at rank 128 >= d keeps every
+    # direction: d k + k + 1 per factor with k = d.
+    second = col["2nd-moment B/param/4"]
+    shampoo = 2 * (16**2 + 8**2) / TOY_PARAMS
+    expected = {
+        "adamw (optax)": 1.0,
+        "shampoo": shampoo,
+        "shampoo statistics_freq=F": shampoo,
+        "shampoo max_merged_dim=4096": shampoo,  # 16 x 8 stays a matrix
+        "sketchy r128 fd=svd": (16 * 16 + 16 + 1 + 8 * 8 + 8 + 1) / TOY_PARAMS,
+    }
+    for name, words in expected.items():
+        assert rows[name][second] == f"{words:.2f}", name
+    # Adam's whole state: mu and nu, and one int32 step count.
+    assert (
+        rows["adamw (optax)"][col["state B/param/4"]] == f"{(2 * TOY_PARAMS + 1) / TOY_PARAMS:.2f}"
+    )
+
+    # The refresh scaling table: every method at both sizes, and a fitted exponent.
+    scaling = table_rows(refresh)
+    assert scaling.pop("method") == ["d=16", "d=32", "a"]
+    assert set(scaling) == {
+        "shampoo (eigh root)", "sketchy fd=eigh", "sketchy fd=svd", "sketchy chunk=4"
+    }  # fmt: skip
+    for name, cells in scaling.items():
+        assert len(cells) == 3, (name, cells)
+        assert all(math.isfinite(float(c)) for c in cells), (name, cells)
+        assert all(float(c) > 0 for c in cells[:2]), (name, cells)
+
+
+@pytest.mark.slow  # three ResNet train steps compile: ~1-2 min on 2 shared cores
+def test_workload_step_benchmark_on_a_tiny_resnet(tmp_path_factory):
+    from workloads.imagenet import mini_dataset
+
+    data_dir = tmp_path_factory.getbasetemp() / "imagenet_data"  # shared by test files
+    mini_dataset.prepare(data_dir, progress=False)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "workload_step.py"), "--workload", "imagenet",
+         "--size", "tiny", "--image_size", "16", "--batch_size", "8", "--rank", "8",
+         "--cycles", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "SKETCHY_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = table_rows(out.stdout)
+    assert {"adamw (optax)", "shampoo", "sketchy r8"} <= set(rows)
+    assert rows["adamw (optax)"][4] == "1.00"  # amortized step / AdamW's
+    for name in ("adamw (optax)", "shampoo", "sketchy r8"):
+        cells = [float(c) for c in rows[name]]
+        assert all(math.isfinite(c) and c >= 0 for c in cells), (name, cells)
+    # Optimizer words per parameter: Adam's mu and nu (plus a count); the preconditioned
+    # optimizers keep more (graft, momentum, factors).
+    adam_words = float(rows["adamw (optax)"][5])
+    assert 2.0 <= adam_words < 2.01
+    assert float(rows["shampoo"][5]) > adam_words and float(rows["sketchy r8"][5]) > adam_words
