@@ -195,7 +195,9 @@ def straight_adam_run(data_dir, tmp_path_factory):
         pytest.param("garbage", marks=pytest.mark.slow),
         pytest.param("state_truncate", marks=pytest.mark.slow),
         pytest.param("state_garbage", marks=pytest.mark.slow),
-        "state_flip",  # one flipped bit in the arrays: caught by the checksum
+        # One flipped bit in the arrays, caught by the checksum: through the trainer `slow`
+        # too (~1 min); test_checkpoint_corrupt.py checks every case in-process in seconds.
+        pytest.param("state_flip", marks=pytest.mark.slow),
     ],
 )
 def test_corrupt_newest_checkpoint_falls_back_with_one_warning(
