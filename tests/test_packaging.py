@@ -1,16 +1,52 @@
 """The wheel ships the library alone, and it works when installed into a fresh venv."""
 
+import ast
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import venv
 import zipfile
 from pathlib import Path
 
+import pytest
+import setuptools
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def test_packaging_config_ships_every_library_package_and_only_its_dependencies():
+    """What the (slow) build below checks, from the configuration, in a second: the wheel's
+    package list (pyproject's ``packages.find``, namespace discovery as setuptools does it)
+    is exactly the directories of ``sketchy/`` that hold code, and the library imports
+    nothing but the standard library and its three declared dependencies."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    find = config["tool"]["setuptools"]["packages"]["find"]
+    assert find.get("namespaces", True)  # setuptools' default for `packages.find`
+    found = {
+        name
+        for name in setuptools.find_namespace_packages(str(ROOT), include=find["include"])
+        if "__pycache__" not in name
+    }
+    code_dirs = {p.parent for p in (ROOT / "sketchy").rglob("*.py")}
+    assert found == {".".join(d.relative_to(ROOT).parts) for d in code_dirs}, found
+    deps = {re.split(r"[<>=!~ \[;]", d)[0] for d in config["project"]["dependencies"]}
+    assert deps == {"jax", "optax", "numpy"}
+    allowed = set(sys.stdlib_module_names) | deps | {"sketchy"}
+    for path in sorted((ROOT / "sketchy").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                roots = {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                roots = {node.module.split(".")[0]}
+            else:
+                continue
+            assert roots <= allowed, (str(path.relative_to(ROOT)), roots - allowed)
+
+
+@pytest.mark.slow  # a real build and install: ~35-45 s on 2 shared cores
 def test_wheel_holds_only_the_library_and_installs_into_a_fresh_venv(tmp_path):
     # Built from a copy: setuptools writes build/ and *.egg-info/ beside the sources.
     src = tmp_path / "src"
