@@ -58,7 +58,10 @@ def corrupt_caches(data_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def adam_run_dir(data_dir, tmp_path_factory):
-    """A run directory holding a 1-step checkpoint of the smoke GNN under Adam."""
+    """A run directory holding a 1-step checkpoint of the smoke GNN under Adam. (The same
+    train step as test_disk_full_during_the_run_is_one_line's: constant schedule, so the
+    number of steps is not in the program; the second of the two compiles is a hit of the
+    persistent compilation cache of tests/conftest.py.)"""
     run_dir = tmp_path_factory.mktemp("adam_run") / "run"
     overrides = [
         "debug=smoke",
@@ -66,6 +69,7 @@ def adam_run_dir(data_dir, tmp_path_factory):
         f"workload.max_molecules={MINI_MOLECULES}",
         f"run_dir={run_dir}",
         "optimizer=adam",
+        "schedule=constant",
         "trainer.steps=1",
         "trainer.spectra_every=0",
     ]
@@ -290,6 +294,7 @@ def test_disk_full_during_the_run_is_one_line(prepared, tmp_path, capfd, monkeyp
         f"run_dir={run_dir}",
         f"hydra.run.dir={tmp_path / 'hydra'}",
         "optimizer=adam",
+        "schedule=constant",  # the train step of the adam_run_dir fixture: compiled once
         "trainer.checkpoint_every=1",
         "trainer.spectra_every=0",
     ]
