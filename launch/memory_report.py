@@ -42,8 +42,7 @@ import jax.numpy as jnp
 import optax
 
 import sketchy
-from launch.run_record import hardware, versions
-from results.atomic import write_json
+from launch.run_record import write_record
 from sketchy import memory
 from sketchy.blocking import plan_blocks
 
@@ -250,9 +249,6 @@ def model_record(model: str, *, rank: int = 256, block_size: int = 1024) -> dict
         "workload": {"class": class_path, "kwargs": kwargs},
         **record,
         "wall_time_s": time.perf_counter() - start,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "hardware": hardware(),
-        "versions": versions(),
     }
 
 
@@ -266,7 +262,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     written = []
     for model in args.models:
         record = model_record(model, rank=args.rank, block_size=args.block_size)
-        path = write_json(args.out / f"{model}.json", record)
+        path = write_record(args.out / f"{model}.json", record)
         wpp = {n: record["optimizers"][n]["words_per_param"]["total"] for n in OPTIMIZERS}
         ratio = record["check_4x"]["model_measured"]["statistics_ratio"]
         print(

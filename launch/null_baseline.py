@@ -124,8 +124,6 @@ def record(
         summary[key] = {"mean": mean, "se": se, "ci95": 1.96 * se, "n": len(per_trial)}
     trace = expected_trace(dim, d, draws, b2)
     edge = spectrum_edge(dim, d, draws, b2)
-    from launch.run_record import hardware, versions  # jax only here: the math stays numpy
-
     return {
         "config": {
             "dim": dim,
@@ -147,9 +145,6 @@ def record(
         },
         "wall_time_s": wall,
         "cpu_time_s": cpu,  # all threads; well below wall x workers on a shared machine
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "hardware": {**hardware(), "cpu_count": os.cpu_count()},
-        "versions": versions(),
     }
 
 
@@ -164,14 +159,14 @@ def main(argv: list[str] | None = None) -> list[Path]:
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--out", type=Path, default=OUT, help="record directory")
     args = parser.parse_args(argv)
-    from results.atomic import write_json
+    from launch.run_record import write_record  # jax only here: the math stays numpy
 
     written = []
     for d in args.d:
         rec = record(
             args.dim, d, args.draws, args.trials, args.b2, seed=args.seed, workers=args.workers
         )
-        path = write_json(args.out / f"d{d}.json", rec)
+        path = write_record(args.out / f"d{d}.json", rec)
         s = rec["summary"]["intrinsic_dim"]
         print(
             f"d={d}: intrinsic dimension {s['mean']:.2f} +- {s['ci95']:.2f} (1.96 SE, "

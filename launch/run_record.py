@@ -1,11 +1,15 @@
 """The tidy record of a finished run (``results/records/<experiment>/<run>.json``).
 
-One JSON per run: resolved config, curves (train and eval metrics by step, de-duplicated
-after resumes, thinned to at most ``max_points``), final metrics, hardware and package
-versions. ``make figures`` reads only these.
+:func:`write_record` is the one writer of every record (trainer runs, online convex
+optimization, the Fig. 1 and Fig. 3 analyses): the run's own fields plus the same
+``finished_at``, ``hardware`` and ``versions``. A trainer run's fields
+(:func:`trainer_record`): resolved config, curves (train and eval metrics by step,
+de-duplicated after resumes, thinned to at most ``max_points``), final metrics, training
+time and time to target. ``make figures`` reads only these.
 """
 
 import importlib.metadata
+import os
 import platform
 import subprocess
 import time
@@ -14,10 +18,24 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from launch.atomic import write_json
 from launch.metrics_log import read_metrics
-from results.atomic import write_json
 
-PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "jraph", "sketchy")
+# Reported when installed (the online-convex runs read their data with scikit-learn/mlxtend).
+PACKAGES = (
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "orbax-checkpoint",
+    "numpy",
+    "jraph",
+    "sketchy",
+    "scikit-learn",
+    "mlxtend",
+    "scipy",
+    "hydra-core",
+)
 
 
 def versions() -> dict[str, str]:
@@ -50,7 +68,18 @@ def hardware() -> dict:
         "process_count": jax.process_count(),
         "host": platform.node(),
         "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
     }
+
+
+def write_record(path: Path, record: dict) -> Path:
+    """Write ``record`` atomically as JSON, stamped with when, where and with what it ran."""
+    stamp = {
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "hardware": hardware(),
+        "versions": versions(),
+    }
+    return write_json(path, {**record, **stamp})
 
 
 def curves(run_dir: Path, max_points: int = 400) -> dict[str, list[list[float]]]:
@@ -114,15 +143,10 @@ def time_to_target(
     return {"target": target, "step": None, "train_seconds": None}
 
 
-def write_record(
-    path: Path,
-    *,
-    config: dict,
-    run_dir: Path,
-    final: dict,
-    wall_time_s: float,
-    extra: dict | None = None,
-) -> Path:
+def trainer_record(
+    *, config: dict, run_dir: Path, final: dict, wall_time_s: float, extra: dict | None = None
+) -> dict:
+    """The fields of a trainer run's record (for :func:`write_record`)."""
     extra = dict(extra or {})
     # The run's own targets (a mini workload's, set from a tuned Adam run) or else the
     # workload's paper-scale ones (AlgoPerf's); only validation metrics decide a target.
@@ -131,10 +155,9 @@ def write_record(
     seconds = train_seconds(run_dir)
     if seconds:
         run_curves["perf/train_seconds"] = _thin([[s, t] for s, t in seconds], 400)
-    record = {
+    return {
         "config": config,
         "run_dir": str(run_dir),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "wall_time_s": wall_time_s,
         "final": final,
         "curves": run_curves,
@@ -144,8 +167,5 @@ def write_record(
             for metric, value in sorted(targets.items())
             if metric.startswith("validation/")
         },
-        "hardware": hardware(),
-        "versions": versions(),
         **extra,
     }
-    return write_json(path, record)

@@ -57,8 +57,11 @@ def run(cfg: DictConfig, workload=None) -> dict:
         # Imported here, not at the top: `train.py --help` and config errors stay fast.
         import jax
 
+        from launch.atomic import write_text
         from launch.trainer import train
-        from results.atomic import write_text
+
+        # Before the workload is built: a float64 loss needs it (workload=quadratic).
+        jax.config.update("jax_enable_x64", bool(cfg.trainer.get("jax_enable_x64", False)))
 
         resolved = OmegaConf.to_container(cfg, resolve=True)
         validation.check_config(resolved)

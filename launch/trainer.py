@@ -23,7 +23,7 @@ from launch import validation
 from launch.checkpointing import Checkpointer, state_signature
 from launch.errors import NonFiniteError, UserError, warn
 from launch.metrics_log import MetricsLog
-from launch.run_record import write_record
+from launch.run_record import trainer_record, write_record
 from launch.train_step import init_train_state, train_step
 from sketchy import memory, spectra
 from sketchy.kronecker import optimizer_counters
@@ -335,13 +335,13 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
         # Keyed by (experiment, record_name): rerunning a (config, seed) replaces its record.
         name = cfg.get("record_name") or run_dir.name
         record = Path(cfg.record_dir) / cfg.experiment_name / f"{name}.json"
-        write_record(
-            record,
+        fields = trainer_record(
             config=cfg.to_dict(),
             run_dir=run_dir,
             final=final,
             wall_time_s=time.time() - t_start,
             extra={"targets": dict(getattr(workload, "targets", {}))},
         )
+        write_record(record, fields)
         final["record"] = str(record)
     return final

@@ -30,8 +30,10 @@ NEEDS = {
         "kradagrad_autoencoder/*.json (python launch/train.py experiment=kradagrad_autoencoder "
         "tuned=mnist_autoencoder_<optimizer> seed=<seed>)"
     ),
-    "kradagrad_quadratic": "kradagrad_quadratic/*.json (python launch/kradagrad_quadratic.py)",
-    "oco_appendix_a": "oco/*.json (python launch/oco.py)",
+    "kradagrad_quadratic": (
+        "kradagrad_quadratic/*.json (python launch/train.py experiment=kradagrad_quadratic)"
+    ),
+    "oco_appendix_a": "oco/*.json (python launch/oco.py; experiment=observation2)",
 }
 
 

@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from results.atomic import save_figure, write_text  # noqa: E402
+from launch.atomic import save_figure, write_text  # noqa: E402
 
 EXPERIMENT = "fig1_memory"
 COMMAND = "python -m launch.memory_report"

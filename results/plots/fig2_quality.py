@@ -19,8 +19,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from launch.atomic import save_figure, write_text
 from launch.run_record import lower_is_better, time_to_target
-from results.atomic import save_figure, write_text
 from results.plots.common import choice, load_records, mean_ci
 
 PREFIX = "fig2_"

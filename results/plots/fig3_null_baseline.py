@@ -10,7 +10,7 @@ import json
 import math
 from pathlib import Path
 
-from results.atomic import write_text
+from launch.atomic import write_text
 
 EXPERIMENT = "fig3_null_baseline"
 COMMAND = "python -m launch.null_baseline"

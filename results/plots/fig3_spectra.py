@@ -21,7 +21,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from results.atomic import save_figure, write_text
+from launch.atomic import save_figure, write_text
 from results.plots import fig3_null_baseline
 from results.plots.common import load_records
 

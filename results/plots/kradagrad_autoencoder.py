@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from results.atomic import save_figure, write_text
+from launch.atomic import save_figure, write_text
 from results.plots.common import choice, group_by, load_records, mean_ci
 
 ORDER = ["sgd", "adam", "shampoo", "kradagrad_star", "kradagrad", "sketchy"]

@@ -1,10 +1,12 @@
 """KrADagrad's synthetic ill-conditioned quadratic: loss curves and final losses.
 
-Reads ``records/kradagrad_quadratic/*.json`` (written by ``launch/kradagrad_quadratic.py``);
-writes ``figures/kradagrad_quadratic.png`` (loss vs step, absolute and relative to SGD) and
-``tables/kradagrad_quadratic.md``. Only the largest problem size present is drawn; records
-whose file name carries a variant tag (``<run>_n<size><tag>.json``) appear as extra rows
-and dashed curves.
+Reads ``records/kradagrad_quadratic/*.json`` (trainer records of
+``python launch/train.py experiment=kradagrad_quadratic``); writes
+``figures/kradagrad_quadratic.png`` (loss vs step, absolute and relative to SGD) and
+``tables/kradagrad_quadratic.md``. A run is its optimizer and parameter dtype; its loss curve
+is ``train/loss`` (the loss before each step) followed by ``validation/loss`` (after the
+last). Only the largest problem size present is drawn; records whose file name carries a
+variant tag (``<optimizer>_<dtype>_n<size><tag>.json``) appear as extra rows and dashed curves.
 """
 
 import json
@@ -17,37 +19,63 @@ matplotlib.use("Agg")  # files only; no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from results.atomic import save_figure, write_text  # noqa: E402
+from launch.atomic import save_figure, write_text  # noqa: E402
+from results.plots.common import choice  # noqa: E402
 
-ORDER = ["sgd", "adam", "shampoo_f64", "shampoo_f32", "kradagrad_star_f32", "kradagrad_f32"]
+# Runs are keyed "<optimizer>_<dtype>" (the config's optimizer choice and workload.dtype).
+ORDER = [
+    "sgd_float32",
+    "adam_float32",
+    "shampoo_float64",
+    "shampoo_float32",
+    "kradagrad_star_float32",
+    "kradagrad_float32",
+]
 LABEL = {
-    "sgd": "SGD",
-    "adam": "Adam",
-    "shampoo_f64": "Shampoo (float64)",
-    "shampoo_f32": "Shampoo (float32)",
-    "kradagrad_star_f32": "KrADagrad* (float32)",
-    "kradagrad_f32": "KrADagrad (float32)",
+    "sgd_float32": "SGD",
+    "adam_float32": "Adam",
+    "shampoo_float64": "Shampoo (float64)",
+    "shampoo_float32": "Shampoo (float32)",
+    "kradagrad_star_float32": "KrADagrad* (float32)",
+    "kradagrad_float32": "KrADagrad (float32)",
 }
 COLOR = {
-    "sgd": "C7",
-    "adam": "C1",
-    "shampoo_f64": "k",
-    "shampoo_f32": "C0",
-    "kradagrad_star_f32": "C3",
-    "kradagrad_f32": "C2",
+    "sgd_float32": "C7",
+    "adam_float32": "C1",
+    "shampoo_float64": "k",
+    "shampoo_float32": "C0",
+    "kradagrad_star_float32": "C3",
+    "kradagrad_float32": "C2",
 }
 NAME = re.compile(r"^(?P<run>.+)_n(?P<size>\d+)(?P<tag>.*)$")
+
+
+def _run(record: dict, tag: str) -> dict:
+    """The fields the figure and table use, from a trainer record."""
+    config, curves = record["config"], record["curves"]
+    failures = curves.get("optimizer/decomposition_failures") or [[0, 0]]
+    return {
+        "run": f"{choice(record, 'optimizer')}_{config['workload']['dtype']}",
+        "_tag": tag,
+        "dtype": config["workload"]["dtype"],
+        "size": config["workload"]["size"],
+        "log_cond": config["workload"]["log_cond"],
+        "steps": config["trainer"]["steps"],
+        "learning_rate": config["optimizer"]["learning_rate"],
+        "loss": [v for _, v in curves["train/loss"]] + [record["final"]["validation/loss"]],
+        "final_loss": record["final"]["validation/loss"],
+        "failures": int(failures[-1][1]),
+        "wall_time_s": record["wall_time_s"],
+        "hardware": record.get("hardware", {}),
+    }
 
 
 def _load(records_dir: Path) -> list[dict]:
     out = []
     for path in sorted((Path(records_dir) / "kradagrad_quadratic").glob("*.json")):
         match = NAME.match(path.stem)
-        if not match:
-            continue
-        record = json.loads(path.read_text())
-        record["_tag"] = match["tag"]
-        out.append(record)
+        if match:
+            out.append(_run(json.loads(path.read_text()), match["tag"]))
     return out
 
 
@@ -64,13 +92,13 @@ def make(records_dir: Path, out_dir: Path) -> list[Path]:
     records = _load(records_dir)
     if not records:
         return []
-    size = max(r["config"]["size"] for r in records)
-    records = sorted((r for r in records if r["config"]["size"] == size), key=_sort_key)
-    sgd = next((r for r in records if r["run"] == "sgd" and not r["_tag"]), None)
-    cfg = records[0]["config"]
+    size = max(r["size"] for r in records)
+    records = sorted((r for r in records if r["size"] == size), key=_sort_key)
+    sgd = next((r for r in records if r["run"] == "sgd_float32" and not r["_tag"]), None)
+    first = records[0]
     scale = (
-        f"{size} x {size} parameter matrix, condition 1e{cfg['log_cond']:g} per factor, "
-        f"{cfg['steps']} steps"
+        f"{size} x {size} parameter matrix, condition 1e{first['log_cond']:g} per factor, "
+        f"{first['steps']} steps"
     )
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -100,19 +128,20 @@ def make(records_dir: Path, out_dir: Path) -> list[Path]:
         "|---|---|---|---|---|---|---|",
     ]
     for r in records:
-        lr = r["config"]["optimizer_kwargs"]["learning_rate"]
+        lr = r["learning_rate"]
         rel = f"{r['final_loss'] / sgd['final_loss']:.3g}" if sgd else "n/a"
-        final = "diverged" if r["diverged"] else f"{r['final_loss']:.4g}"
+        # A diverging run stops (non-finite policy, exit 3) and leaves no record.
+        final = f"{r['final_loss']:.4g}"
         rows.append(
             f"| {_label(r)} | {r['dtype']} | {lr:g} | {final} | {rel} | {r['failures']} "
             f"| {r['wall_time_s']:.0f} |"
         )
-    hardware = records[0].get("hardware", {})
+    hardware = first["hardware"]
     text = "\n".join(
         [
             "# KrADagrad synthetic ill-conditioned quadratic",
             "",
-            f"Ours: {scale}; {hardware.get('device', '?')} "
+            f"Ours: {scale}; {hardware.get('device_kind', '?')} "
             f"({hardware.get('cpu_count', '?')} cores), generated from `results/records` "
             "by `results/plots/kradagrad_quadratic.py`.",
             "Paper: the KrADagrad paper's numbers are not available to us; its code repository "

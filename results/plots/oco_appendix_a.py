@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # files only; no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from results.atomic import save_figure, write_text  # noqa: E402
+from launch.atomic import save_figure, write_text  # noqa: E402
 
 ORDER = ["s_adagrad", "full_adagrad", "ada_fd", "fd_son", "rfd_son", "diag_adagrad", "ogd"]
 LABEL = {

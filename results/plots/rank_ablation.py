@@ -13,7 +13,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from results.atomic import save_figure, write_text
+from launch.atomic import save_figure, write_text
 from results.plots.common import choice, load_records, mean_ci
 from results.plots.fig2_quality import METRICS
 

@@ -65,7 +65,9 @@ def test_group_options_compose(group, tmp_path):
         cfg = compose_config([f"{group}={name}", f"run_dir={tmp_path}"])
         assert cfg.trainer.steps > 0 and "data" in cfg.mesh.axes
         if group == "workload":
-            workload = instantiate(cfg.workload)
+            # As launch/train.py: a workload may ask for 64-bit arithmetic.
+            with jax.enable_x64(cfg.trainer.jax_enable_x64):
+                workload = instantiate(cfg.workload)
             assert workload.name == name
 
 

@@ -240,7 +240,7 @@ def test_all_checkpoints_corrupt_is_one_line(data_dir, tmp_path):
 
 _WRITER = """
 import os, sys, time
-from results import atomic
+from launch import atomic
 os.fsync = lambda fd: time.sleep(60)  # a slow disk: the kill lands inside the write
 atomic.write_json(sys.argv[1], {"value": "new", "pad": "x" * 100000})
 """
@@ -249,7 +249,7 @@ atomic.write_json(sys.argv[1], {"value": "new", "pad": "x" * 100000})
 def test_killed_atomic_write_leaves_the_old_file_whole(tmp_path):
     """A process killed inside ``write_json`` leaves the previous complete file (readable by
     the next step) and only a hidden temp file that readers' ``*.json`` globs skip."""
-    from results.atomic import write_json
+    from launch.atomic import write_json
 
     target = tmp_path / "records" / "run.json"
     write_json(target, {"value": "old"})
@@ -272,7 +272,7 @@ def test_killed_atomic_write_leaves_the_old_file_whole(tmp_path):
 def test_atomic_files_get_the_umask_mode(tmp_path):
     """Readable by collaborators like any file the user writes: 0o666 minus the umask (not
     mkstemp's 0o600); an existing file keeps its mode."""
-    from results.atomic import write_text
+    from launch.atomic import write_text
 
     old = os.umask(0o022)
     try:

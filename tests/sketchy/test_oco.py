@@ -408,27 +408,3 @@ def test_observation2_unsigned_ada_fd_regret_grows_faster_than_s_adagrad():
         regrets, _ = _observation2_regrets(make, hp, seeds, r, horizons, signed=False)
         exponents[name] = online.fit_exponent(horizons, regrets.mean(0).min(0))
     assert exponents["ada_fd"] > exponents["s_adagrad"] + 0.1, exponents
-
-
-# ----------------------------------------------------------------------------- LIBSVM reader
-
-
-def test_libsvm_reader(tmp_path):
-    from launch.oco import load_libsvm
-
-    path = tmp_path / "tiny"
-    path.write_text("+1 1:0.5 3:1.0\n-1 2:2.0\n+1 1:1 2:1 3:1\n0 3:-1\n")
-    x, y, info = load_libsvm(str(path))
-    want = np.array([[0.5, 0, 1, 1], [0, 2, 0, 1], [1, 1, 1, 1], [0, 0, -1, 1]], float)
-    np.testing.assert_array_equal(x, want)
-    np.testing.assert_array_equal(y, [1, -1, 1, -1])  # label y > 0, as for cifar10's class 0
-    assert info["features"] == 3 and info["dimension"] == 4 and x.dtype == np.float64
-
-
-def test_libsvm_missing_file_error(tmp_path):
-    from launch.oco import load_libsvm
-
-    with pytest.raises(FileNotFoundError, match="LIBSVM file not found") as err:
-        load_libsvm(str(tmp_path / "a9a"))
-    message = str(err.value)
-    assert "\n" not in message and "a9a" in message and "libsvmtools" in message
