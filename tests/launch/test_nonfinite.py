@@ -130,6 +130,7 @@ def test_nan_steps_are_skipped_counted_and_logged(optimizer, data_dir, tmp_path,
     assert len(warnings) == 1 and warnings[0].startswith("warning: step 3:")
 
 
+@pytest.mark.slow  # the CLI test below checks the same stop (exit 3, good checkpoints)
 def test_run_stops_after_max_consecutive_nonfinite_steps(data_dir, tmp_path):
     """From step 3 on every gradient is NaN; with max_nonfinite_steps=4 the run stops after
     the 4th in a row (steps 4-7, 1-based), leaving checkpoints of finite, pre-NaN states."""
@@ -184,6 +185,16 @@ def test_nonfinite_stop_through_the_cli_exits_3(data_dir, tmp_path, capfd):
     assert len(errors) == 1 and "2 consecutive steps (2-3)" in errors[0], err
     assert "Traceback" not in err
     assert (run_dir / "config.yaml").exists()  # a real run: its directory is kept
+    # The last good checkpoint is kept and named: every checkpoint holds the parameters of
+    # step 1 (the only step with a finite gradient), nothing non-finite was saved.
+    steps = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps and steps[0] == 1 and steps[-1] < 10 and f"step {steps[-1]}" in errors[0]
+    good = saved(run_dir, 1)
+    for step in steps:
+        state = saved(run_dir, step)
+        assert all_finite(state)
+        assert leaves_equal(state["params"], good["params"])
+    assert any(r.get("stopped_by_nonfinite") == 1 for r in read_metrics(run_dir))
 
 
 @pytest.mark.slow  # Shampoo's step compiles in ~40 s on 2 cores
