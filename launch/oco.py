@@ -32,8 +32,12 @@ import hydra  # noqa: E402
 import jax  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from launch import validation  # noqa: E402
+from launch.errors import UserError  # noqa: E402
 from launch.run_record import write_record  # noqa: E402
 from launch.train import REPORTED, report  # noqa: E402
+
+CONFIGS = ROOT / "configs" / "oco"
 
 
 def run(cfg: DictConfig) -> list[Path]:
@@ -53,7 +57,7 @@ def run(cfg: DictConfig) -> list[Path]:
     return written
 
 
-@hydra.main(version_base="1.3", config_path="../configs/oco", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONFIGS), config_name="config")
 def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
@@ -61,5 +65,15 @@ def main(cfg: DictConfig) -> None:
         report(e)
 
 
-if __name__ == "__main__":
+def cli(argv: list[str] | None = None) -> None:
+    """``python launch/oco.py ARGS``: one-line checks of the command line, then Hydra."""
+    argv = sys.argv[1:] if argv is None else argv
+    problem = validation.preflight(argv, CONFIGS)
+    if problem is not None:
+        report(UserError(problem))
+    sys.argv = [sys.argv[0], *argv]
     main()
+
+
+if __name__ == "__main__":
+    cli()

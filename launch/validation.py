@@ -36,6 +36,13 @@ def group_options(config_dir: Path, group: str) -> list[str]:
     return sorted(p.stem for p in (config_dir / group).glob("*.yaml"))
 
 
+def _shown(path: Path) -> str:
+    """``path`` from the repository root (``configs/...``) when it is inside it."""
+    path = Path(path).absolute()
+    root = Path(__file__).resolve().parents[1]
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
 def preflight(argv: Sequence[str], config_dir: Path) -> str | None:
     """The one-line problem with a command line, or ``None``.
 
@@ -62,6 +69,8 @@ def preflight(argv: Sequence[str], config_dir: Path) -> str | None:
             continue
         if o.is_sweep_override():
             values = list(o.sweep_string_iterator())
+        elif isinstance(o.value(), list):  # several options of one group: problem=[a,b]
+            values = [str(v) for v in o.value()]
         else:
             values = [o.get_value_element_as_str()]
         options = group_options(config_dir, group)
@@ -72,7 +81,7 @@ def preflight(argv: Sequence[str], config_dir: Path) -> str | None:
                 continue  # Hydra's compose below says that a sweep needs -m
             return (
                 f"{group}={v} is not an option of the config group '{group}': "
-                f"choose one of {', '.join(options)} (configs/{group}/)"
+                f"choose one of {', '.join(options)} ({_shown(config_dir / group)}/)"
             )
     if multirun:
         return None

@@ -82,3 +82,10 @@ def test_missing_libsvm_file_is_reported_before_anything_is_written(tmp_path):
     message = one_line(err.value)
     assert "LIBSVM file not found" in message and "a9a" in message and "libsvmtools" in message
     assert not (tmp_path / "oco").exists()
+
+
+def test_unknown_problem_is_one_line():
+    proc = oco("problem=[digits,nope]")
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "problem=nope is not an option" in proc.stderr
+    assert "configs/oco/problem/" in proc.stderr
