@@ -100,7 +100,10 @@ def make(records_dir: Path, out_dir: Path) -> list[Path]:
         f"{size} x {size} parameter matrix, condition 1e{first['log_cond']:g} per factor, "
         f"{first['steps']} steps"
     )
+    return [_figure(records, sgd, scale, out_dir), _table(records, sgd, scale, out_dir)]
 
+
+def _figure(records: list[dict], sgd: dict | None, scale: str, out_dir: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for r in records:
         loss = np.asarray(r["loss"], float)
@@ -122,7 +125,10 @@ def make(records_dir: Path, out_dir: Path) -> list[Path]:
     fig.tight_layout()
     fig_path = save_figure(fig, Path(out_dir) / "figures" / "kradagrad_quadratic.png", dpi=120)
     plt.close(fig)
+    return fig_path
 
+
+def _table(records: list[dict], sgd: dict | None, scale: str, out_dir: Path) -> Path:
     rows = [
         "| run | dtype | learning rate | final loss | / SGD | failed steps | wall time (s) |",
         "|---|---|---|---|---|---|---|",
@@ -136,7 +142,7 @@ def make(records_dir: Path, out_dir: Path) -> list[Path]:
             f"| {_label(r)} | {r['dtype']} | {lr:g} | {final} | {rel} | {r['failures']} "
             f"| {r['wall_time_s']:.0f} |"
         )
-    hardware = first["hardware"]
+    hardware = records[0]["hardware"]
     text = "\n".join(
         [
             "# KrADagrad synthetic ill-conditioned quadratic",
@@ -153,5 +159,4 @@ def make(records_dir: Path, out_dir: Path) -> list[Path]:
             "",
         ]
     )
-    table_path = write_text(Path(out_dir) / "tables" / "kradagrad_quadratic.md", text)
-    return [fig_path, table_path]
+    return write_text(Path(out_dir) / "tables" / "kradagrad_quadratic.md", text)
