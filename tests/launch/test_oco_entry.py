@@ -1,5 +1,5 @@
-"""launch/oco.py at toy size: both protocols through the real entry point and configs, the
-records they write (the one record schema) and the table made from them."""
+"""launch/oco.py at toy size: both protocols from the real configs, the records they write
+(the one record schema) and the table made from them; the command line's one-line errors."""
 
 import json
 import subprocess
@@ -37,10 +37,26 @@ def oco(*args):
     )
 
 
+def run_in_process(overrides: list[str]):
+    """``launch.oco.run`` on the composed config (in-process: no second JAX start-up)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from launch import oco as oco_entry
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(oco_entry.CONFIGS), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    x64 = jax.config.jax_enable_x64
+    try:
+        return oco_entry.run(cfg)
+    finally:
+        jax.config.update("jax_enable_x64", x64)  # run() turns it on for its float64 runs
+
+
 def test_toy_run_writes_records_and_the_table(tmp_path):
     records = tmp_path / "records"
-    proc = oco(*TOY, f"out_dir={records / 'oco'}")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_in_process([*TOY, f"out_dir={records / 'oco'}"])
     names = sorted(p.stem for p in (records / "oco").glob("*.json"))
     assert names == [
         "breast_cancer__ada_fd__rank2",
@@ -63,22 +79,12 @@ def test_toy_run_writes_records_and_the_table(tmp_path):
 
 def test_missing_libsvm_file_is_reported_before_anything_is_written(tmp_path):
     """In-process (the CLI reports it as one line, exit 2, through launch.train.report)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     from launch import oco as oco_entry
     from launch.validation import one_line
 
-    GlobalHydra.instance().clear()
     overrides = ["problem=[a9a]", f"libsvm_dir={tmp_path}", f"out_dir={tmp_path / 'oco'}"]
-    with initialize_config_dir(config_dir=str(ROOT / "configs" / "oco"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    x64 = jax.config.jax_enable_x64
-    try:
-        with pytest.raises(oco_entry.REPORTED) as err:
-            oco_entry.run(cfg)
-    finally:
-        jax.config.update("jax_enable_x64", x64)  # run() turns it on for its float64 runs
+    with pytest.raises(oco_entry.REPORTED) as err:
+        run_in_process(overrides)
     message = one_line(err.value)
     assert "LIBSVM file not found" in message and "a9a" in message and "libsvmtools" in message
     assert not (tmp_path / "oco").exists()
