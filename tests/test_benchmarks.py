@@ -85,7 +85,7 @@ def test_optimizer_step_benchmark_on_toy_shapes(capsys):
         assert all(float(c) > 0 for c in cells[:2]), (name, cells)
 
 
-@pytest.mark.slow  # three ResNet train steps compile: ~1-2 min on 2 shared cores
+@pytest.mark.slow  # three ResNet train steps compile: 3-11 min on 2 shared cores
 def test_workload_step_benchmark_on_a_tiny_resnet(tmp_path_factory):
     from workloads.imagenet import mini_dataset
 
