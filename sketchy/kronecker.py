@@ -97,6 +97,19 @@ def keep_if(ok: jax.Array, new: FactorState, old: FactorState) -> FactorState:
     return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
 
 
+def all_finite(leaves) -> jax.Array:
+    """Whether every entry of every array in ``leaves`` is finite, as one boolean scalar.
+
+    ``x * 0`` is ``0`` for finite ``x`` and NaN for ``+-inf`` or NaN, so ``sum(x * 0)`` is
+    finite iff every entry is (no overflow: the summands are zeros). Same answer as
+    ``all(isfinite(x))``, but a float sum-reduction: XLA's CPU backend expands predicate
+    ``and``-reductions of large arrays into far more code (measured on ResNet-50's 161
+    tensors: 26,580 ``and`` instructions, and 3x the compile time of the float sums).
+    """
+    total = sum(jnp.sum(x * jnp.zeros((), x.dtype), dtype=jnp.float32) for x in leaves)
+    return jnp.isfinite(jnp.asarray(total, jnp.float32))
+
+
 def validate_common(
     *, block_size, b2, graft, start_preconditioning_step, max_precond_dim, max_merged_dim=None
 ):
@@ -189,9 +202,7 @@ def scale_by_kronecker(
         leaves, treedef = jax.tree.flatten(updates)
         leaf_plans, groups = layout(leaves)
         count = state.count
-        finite = jnp.array(True)
-        for g in leaves:
-            finite = finite & jnp.all(jnp.isfinite(g))
+        finite = all_finite(leaves)
 
         graft_dirs, graft_state = graft_tx.update(updates, state.graft, params)
         graft_state = keep_if(finite, graft_state, state.graft)

@@ -1,0 +1,52 @@
+"""Compile cost of the Kronecker update: what XLA has to generate code for.
+
+Compile time on CPU grows with the amount of code XLA emits; the update must not carry
+constructs that expand per tensor into thousands of instructions.
+"""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import sketchy
+from sketchy.kronecker import all_finite
+
+SHAPES = {f"w{i}": (64 + 8 * i, 96) for i in range(6)} | {f"b{i}": (96,) for i in range(6)}
+
+
+def compiled_text(tx):
+    params = {k: jnp.zeros(s, jnp.float32) for k, s in SHAPES.items()}
+    state = tx.init(params)
+    return jax.jit(tx.update).lower(params, state, params).compile().as_text()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: sketchy.scale_by_sketchy(rank=16, block_size=128),
+        lambda: sketchy.scale_by_shampoo(block_size=128),
+    ],
+    ids=["sketchy", "shampoo"],
+)
+def test_finiteness_check_is_not_a_predicate_reduction(make):
+    """``all(isfinite(g))`` per tensor expands into predicate ``and`` instructions on CPU
+    (measured here: 228 for Sketchy, 215 for Shampoo; 26,580 on ResNet-50); with the
+    float-sum check only the small per-factor checks remain (39 and 26)."""
+    text = compiled_text(make())
+    assert len(re.findall(r"= pred\[[^\]]*\] and\(", text)) < 100
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_all_finite_matches_isfinite(bad, dtype):
+    huge = 3e38 if dtype == jnp.float32 else 1e38  # finite, and x * x would overflow
+    leaves = [jnp.ones((5, 7), dtype), jnp.full((3,), huge, dtype)]
+    check = jax.jit(all_finite)
+    assert bool(check(leaves))
+    for i in range(len(leaves)):
+        broken = list(leaves)
+        broken[i] = broken[i].at[(0,) * broken[i].ndim].set(bad)
+        assert not bool(check(broken))
