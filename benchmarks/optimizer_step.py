@@ -18,7 +18,9 @@ rank ``k = 128``) for each FD method and for Shampoo (statistics + ``eigh`` inve
 and prints the fitted exponent ``a`` of ``time ~ d^a``.
 
     python benchmarks/optimizer_step.py --sets small resnet50 --cycles 3
-    python benchmarks/optimizer_step.py --sets --scaling
+    python benchmarks/optimizer_step.py --sets  # the scaling table alone
+
+A last table compares the measured ratios and exponents with issue 12's targets.
 """
 
 import argparse
@@ -158,7 +160,7 @@ def time_call(fn, *args, reps: int = 3) -> float:
     return best
 
 
-def scaling(dims: list[int], rank: int, max_one_shot: int) -> None:
+def scaling(dims: list[int], rank: int, max_one_shot: int) -> dict[str, float]:
     """Refresh time of one square ``d x d`` block vs ``d`` at fixed rank; fitted exponents."""
     from sketchy.frequent_directions import fd_init, fd_update
     from sketchy.shampoo import inverse_root
@@ -183,6 +185,7 @@ def scaling(dims: list[int], rank: int, max_one_shot: int) -> None:
     print("| method | " + " | ".join(f"d={d}" for d in dims) + " | a |")
     print("|" + "---|" * (len(dims) + 2))
     rng = np.random.default_rng(0)
+    exponents = {}
     for name, spec in methods.items():
         times = {}
         for d in dims:
@@ -202,6 +205,51 @@ def scaling(dims: list[int], rank: int, max_one_shot: int) -> None:
         fit = np.polyfit(np.log(ds), np.log([times[d] for d in ds]), 1)[0] if len(ds) > 1 else 0
         cells = [f"{1e3 * times[d]:.1f}" if d in times else "-" for d in dims]
         print(f"| {name} | " + " | ".join(cells) + f" | {fit:.2f} |", flush=True)
+        exponents[name] = float(fit)
+    return exponents
+
+
+# (description, measured value from the run, target): issue 12's item 6.
+def targets(results: dict, exponents: dict) -> list[tuple[str, float, float]]:
+    small, resnet = results.get("small", {}), results.get("resnet50", {})
+    out = [
+        (
+            "small: sketchy r128 amortized / shampoo",
+            ratio(small, "sketchy r128", "shampoo", "amortized_ms"),
+            0.35,
+        ),
+        (
+            "resnet50: sketchy r256 amortized / shampoo",
+            ratio(resnet, "sketchy r256", "shampoo", "amortized_ms"),
+            0.5,
+        ),
+    ]
+    for name in ("sketchy r256", "sketchy r128", "shampoo"):
+        out.append(
+            (
+                f"resnet50: {name} compile / adamw",
+                ratio(resnet, name, "adamw (optax)", "compile_s"),
+                3.0,
+            )
+        )
+    for name in ("sketchy fd=eigh", "sketchy chunk=128"):
+        out.append(
+            (
+                f"refresh exponent in d, {name} (default: fd=eigh)",
+                exponents.get(name, float("nan")),
+                2.0,
+            )
+        )
+    return out
+
+
+def print_targets(rows: list[tuple[str, float, float]]) -> None:
+    print("\n## targets (issue 12, item 6)\n")
+    print("| quantity | measured | target | met |")
+    print("|---|---|---|---|")
+    for what, value, target in rows:
+        met = "-" if np.isnan(value) else ("yes" if value <= target else "no")
+        print(f"| {what} | {value:.2f} | <= {target:g} | {met} |", flush=True)
 
 
 def main(argv=None) -> None:
@@ -210,7 +258,12 @@ def main(argv=None) -> None:
     ap.add_argument("--cycles", type=int, default=2, help="refresh cycles of update_freq steps")
     ap.add_argument("--no-reference", action="store_true", help="skip precondition-opt rows")
     ap.add_argument("--only", nargs="*", default=None, help="substrings of optimizer names to run")
-    ap.add_argument("--scaling", action="store_true", help="refresh time vs d, fitted exponents")
+    ap.add_argument(
+        "--scaling",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="refresh time vs d, fitted exponents (--no-scaling to skip)",
+    )
     ap.add_argument("--scaling-dims", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096])
     ap.add_argument("--scaling-rank", type=int, default=128)
     ap.add_argument(
@@ -222,6 +275,7 @@ def main(argv=None) -> None:
         f" {os.cpu_count()} cpus, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']};"
         f" update_freq={F}, block_size=1024"
     )
+    results: dict[str, dict] = {}
     for set_name in args.sets:
         shapes = SETS[set_name]()
         print(f"\n## {set_name}: {len(shapes)} tensors, {count(shapes):,} parameters\n")
@@ -239,7 +293,7 @@ def main(argv=None) -> None:
         )
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))
-        rows = {}
+        rows = results[set_name] = {}
         for name, make in optimizers(not args.no_reference).items():
             if args.only and not any(s in name for s in args.only):
                 continue
@@ -261,8 +315,10 @@ def main(argv=None) -> None:
                     f"{ratio(rows, name, 'shampoo', 'amortized_ms'):.2f}, compile / adamw "
                     f"{ratio(rows, name, 'adamw (optax)', 'compile_s'):.2f}"
                 )
+    exponents = {}
     if args.scaling:
-        scaling(args.scaling_dims, args.scaling_rank, args.scaling_max_one_shot)
+        exponents = scaling(args.scaling_dims, args.scaling_rank, args.scaling_max_one_shot)
+    print_targets(targets(results, exponents))
 
 
 if __name__ == "__main__":
