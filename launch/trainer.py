@@ -114,6 +114,31 @@ class _NonFinitePolicy:
         return self.streak >= self.limit
 
 
+def _spectra_summarizer(tcfg, tx, params):
+    """``opt_state -> {name: value}``: the spectra summary logged every ``spectra_every`` steps.
+
+    With ``trainer.spectra_first_layer`` (a parameter path such as
+    ``"['Conv_0']['kernel']"``), also the top-quarter mass share of that parameter's factors
+    (paper Fig. 3, left), found once by :func:`sketchy.spectra.owned_blocks`.
+    """
+    path = tcfg.get("spectra_first_layer")
+    owned = None
+    if path and tcfg.spectra_every:
+        try:
+            owned = spectra.owned_blocks(tx, params, path)
+        except ValueError as e:
+            raise UserError(f"trainer.spectra_first_layer: {e}") from None
+
+    def summarize(opt_state):
+        out = spectra.spectra_summary(opt_state, k=tcfg.spectra_top_k)
+        share = spectra.top_quarter_share(opt_state, owned) if owned is not None else None
+        if share is not None:
+            out["first_layer_top_quarter_share"] = share
+        return out
+
+    return summarize
+
+
 class _Sigterm:
     """Turns SIGTERM into a flag the loop polls, so it can checkpoint and exit cleanly."""
 
@@ -227,6 +252,8 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
         log.log(step, out)
         return out
 
+    summarize_spectra = _spectra_summarizer(tcfg, tx, state.params)
+
     # ---- Loop.
     sigterm = _Sigterm()
     stopped_early = diverged = False
@@ -275,7 +302,7 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
                 bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
                 t_last, steps_since = time.time(), 0
             if tcfg.spectra_every and done % tcfg.spectra_every == 0:
-                summary = spectra.spectra_summary(state.opt_state, k=tcfg.spectra_top_k)
+                summary = summarize_spectra(state.opt_state)
                 log.log(done, {f"spectra/{k}": v for k, v in summary.items()})
             if tcfg.eval_every and done % tcfg.eval_every == 0 and done < tcfg.steps:
                 evaluate(done, tcfg.eval_splits)

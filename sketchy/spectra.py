@@ -105,3 +105,47 @@ def spectra_summary(opt_state, k: int = 256) -> dict[str, float]:
     if escaped:
         out["escaped_mass_mean"] = float(np.mean(escaped))
     return out
+
+
+def owned_blocks(tx, params, path: str) -> list[np.ndarray]:
+    """Which factor blocks belong to the parameter at ``path`` (a ``jax.tree_util.keystr``).
+
+    A probe that needs no knowledge of how the optimizer lays out its blocks: one update
+    from a fresh state, with a random gradient on that parameter, zero gradients (and zero
+    parameters, so no weight decay leaks in) elsewhere; the blocks whose statistics become
+    non-zero are its own. Needs an optimizer that updates its statistics on its first step
+    (Shampoo, Sketchy: count 0 is a statistics step). Returns one boolean mask over blocks
+    per entry of :func:`factor_spectra` (same order). Costs one compile of ``tx.update``.
+    """
+    found = []
+
+    def probe_grad(key_path, x):
+        if jax.tree_util.keystr(key_path) != path:
+            return jnp.zeros_like(x)
+        found.append(path)
+        return jax.random.normal(jax.random.key(0), x.shape, x.dtype)
+
+    grads = jax.tree_util.tree_map_with_path(probe_grad, params)
+    if not found:
+        leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+        names = [jax.tree_util.keystr(p) for p, _ in leaves]
+        raise ValueError(f"no parameter at {path!r}; parameters: {', '.join(names[:8])}, ...")
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    state = jax.jit(tx.init)(zeros)
+    _, state = jax.jit(tx.update)(grads, state, zeros)
+    return [np.asarray(jnp.max(f["eigvals"], axis=-1) > 0) for f in factor_spectra(state)]
+
+
+def top_quarter_share(opt_state, owned: list[np.ndarray]) -> float | None:
+    """Mean share of the top ``ceil(d / 4)`` eigenvalues over the blocks marked in ``owned``.
+
+    The paper's Fig. 3 (left) statistic, the top 256 of 1024, for factors of any size
+    ``d >= 4`` (smaller ones are left out: their top quarter is one eigenvalue of at most
+    three). ``owned`` comes from :func:`owned_blocks`; ``None`` if nothing qualifies.
+    """
+    shares = []
+    for f, mask in zip(factor_spectra(opt_state), owned, strict=True):
+        if f["dim"] >= 4 and mask.any():
+            share = top_k_share(f["eigvals"], -(-f["dim"] // 4))
+            shares.extend(np.asarray(share)[mask].tolist())
+    return float(np.mean(shares)) if shares else None

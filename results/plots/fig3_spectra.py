@@ -48,7 +48,7 @@ def share_curve(curves: dict) -> tuple[str, str] | None:
     """``(key, description)`` of the top-k share curve: the first layer's if logged."""
     first = next((k for k in curves if k.startswith("spectra/first_layer_top")), None)
     if first:
-        return first, "first layer"
+        return first, "first layer, top quarter"
     mean = next((k for k in curves if k.startswith("spectra/top") and k.endswith("_mean")), None)
     return (mean, "mean over factors") if mean else None
 

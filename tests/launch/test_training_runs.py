@@ -41,10 +41,10 @@ def metrics_of(run_dir: Path) -> dict:
 
 @pytest.mark.parametrize(("optimizer", "devices"), SMOKE)
 def test_smoke_every_optimizer(optimizer, devices, smoke_overrides, tmp_path):
-    cfg = compose_config(
-        [*smoke_overrides, f"optimizer={optimizer}", "rank=8", f"mesh.axes.data={devices}"]
-    )
-    final = run(cfg)
+    overrides = [*smoke_overrides, f"optimizer={optimizer}", "rank=8", f"mesh.axes.data={devices}"]
+    if optimizer in ("shampoo", "sketchy"):  # Fig. 3's first-layer share (paper: left panel)
+        overrides.append("trainer.spectra_first_layer=\"['node_embedding']['kernel']\"")
+    final = run(compose_config(overrides))
     assert np.isfinite(final["validation/loss"])
     m = metrics_of(tmp_path / "run")
     assert m["mesh/data"] == devices
@@ -52,6 +52,7 @@ def test_smoke_every_optimizer(optimizer, devices, smoke_overrides, tmp_path):
     assert m["optimizer/bytes_total"] > 0
     if optimizer in ("shampoo", "sketchy"):
         assert m["optimizer/bytes_statistics"] > 0 and "spectra/intrinsic_dim_mean" in m
+        assert 0.25 <= m["spectra/first_layer_top_quarter_share"] <= 1.0
 
 
 def params_of(run_dir: Path, step: int):

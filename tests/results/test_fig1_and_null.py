@@ -286,7 +286,7 @@ def _spectra_record(share, idim, dim, first_layer=None):
         "spectra/dim_mean": [[s, dim] for s in steps],
     }
     if first_layer:
-        curves["spectra/first_layer_top16_share"] = [
+        curves["spectra/first_layer_top_quarter_share"] = [
             [s, v] for s, v in zip(steps, first_layer, strict=True)
         ]
     config = {
@@ -322,7 +322,7 @@ def test_fig3_spectra_table_checks_the_paper_statements(tmp_path):
     assert "0.950 -> 0.850 (min 0.850; mean over factors)" in ogbg
     assert "2.00 -> 6.00 (max 6.00; IQR at end 3.00-12.00)" in ogbg
     assert ogbg.endswith("| 0.094 |")
-    assert "0.900 -> 0.800 (min 0.700; first layer)" in img
+    assert "0.900 -> 0.800 (min 0.700; first layer, top quarter)" in img
     assert img.endswith("| 0.156 |")
     assert "holds in 1 of 2 runs (our k" in text  # the share statement
     assert "of the dimension) | holds in 1 of 2 runs |" in text  # the intrinsic-dim statement

@@ -101,3 +101,37 @@ def test_factor_spectra_of_both_optimizers():
     tail = float(np.asarray(sk["escaped"])[0])
     np.testing.assert_allclose(lam[8:], tail)
     assert tail > 0
+
+
+def _sketchy_rank2(lr, **kw):
+    return sketchy.sketchy(lr, rank=2, **kw)
+
+
+@pytest.mark.parametrize("make", [sketchy.shampoo, _sketchy_rank2])
+def test_first_layer_share_is_the_named_parameters_own_factors(make):
+    """``owned_blocks`` finds the blocks of one parameter among others of the same block shape
+    (``a`` and ``b`` share a group, ``c`` is graft-only), and ``top_quarter_share`` averages
+    the top-quarter share over those blocks only, as numpy computes it from that parameter's
+    gradient: after one update each Shampoo factor is ``(1 - b2) G G^T`` of its block."""
+    shapes = {"a": (8, 6), "b": (8, 6), "c": (5,)}
+    keys = dict(zip(shapes, jax.random.split(jax.random.key(1), 3), strict=True))
+    params = {n: jnp.zeros(s) for n, s in shapes.items()}
+    grads = {n: jax.random.normal(keys[n], s) for n, s in shapes.items()}
+    tx = make(1e-3, block_size=4, weight_decay=0.1)
+    owned = spectra.owned_blocks(tx, params, "['b']")
+    # b: an 8 x 6 matrix in 2 x 2 blocks of 4 x 3, each with a 4- and a 3-dim factor.
+    assert sorted(int(m.sum()) for m in owned) == [4, 4]
+    assert sum(m.size for m in owned) == 16  # a's blocks are there, unmarked
+    _, state = tx.update(grads, tx.init(params), params)
+    g = np.asarray(grads["b"])
+    expected = []
+    for i in (0, 4):
+        for j in (0, 3):
+            lam = np.linalg.eigvalsh(g[i : i + 4, j : j + 3] @ g[i : i + 4, j : j + 3].T)
+            expected.append(lam.max() / lam.sum())  # top quarter of 4 = 1; 3-dim ones skipped
+    if make is sketchy.shampoo:
+        assert spectra.top_quarter_share(state, owned) == pytest.approx(np.mean(expected), 1e-5)
+    else:  # rank 2 keeps the top of each 4-dim block exactly; the tail adds to all four
+        assert 0.25 < spectra.top_quarter_share(state, owned) <= np.mean(expected) + 1e-6
+    with pytest.raises(ValueError, match=r"no parameter at \"\['d'\]\""):
+        spectra.owned_blocks(tx, params, "['d']")
