@@ -28,15 +28,18 @@ def compiled_text(tx):
     [
         lambda: sketchy.scale_by_sketchy(rank=16, block_size=128),
         lambda: sketchy.scale_by_shampoo(block_size=128),
+        # The whole optimizer: optax.apply_if_finite's own per-tensor check is replaced too.
+        lambda: sketchy.sketchy(1e-3, rank=16, block_size=128),
     ],
-    ids=["sketchy", "shampoo"],
+    ids=["sketchy", "shampoo", "sketchy_full"],
 )
 def test_finiteness_check_is_not_a_predicate_reduction(make):
     """``all(isfinite(g))`` per tensor expands into predicate ``and`` instructions on CPU
-    (measured here: 228 for Sketchy, 215 for Shampoo; 26,580 on ResNet-50); with the
-    float-sum check only the small per-factor checks remain (39 and 26)."""
+    (measured here: 228 for Sketchy, 215 for Shampoo, and optax.apply_if_finite adds 35
+    around the whole optimizer; 26,580 on ResNet-50); with the float-sum checks only the
+    small per-factor checks remain (39, 26 and 39 for the whole optimizer)."""
     text = compiled_text(make())
-    assert len(re.findall(r"= pred\[[^\]]*\] and\(", text)) < 100
+    assert len(re.findall(r"= pred\[[^\]]*\] and\(", text)) < 60
 
 
 @pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
