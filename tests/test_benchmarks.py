@@ -40,6 +40,11 @@ def test_optimizer_step_benchmark_on_toy_shapes(capsys):
     )  # fmt: skip
     out = capsys.readouterr().out
     out, refresh = out.split("## refresh of one d x d block, rank 4")
+    refresh, targets = refresh.split("## targets")
+    # The targets table: one row per quantity, each with a measured value and a verdict.
+    target_rows = table_rows(targets)
+    assert target_rows.pop("quantity") == ["measured", "target", "met"]
+    assert target_rows and all(len(c) == 3 for c in target_rows.values()), target_rows
     rows = table_rows(out)
     header = rows["optimizer"]
     col = {name: i for i, name in enumerate(header)}

@@ -41,7 +41,14 @@ def state_of(run_dir, step):
     return restored.state
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "shampoo", "sketchy"])
+# Adam and Shampoo on the ResNet are `slow` (each compiles a ResNet step, ~1 min on 2 cores):
+# both train through the trainer on ogbg (test_training_runs.py), the ResNet's BatchNorm,
+# data and metrics path is the same for every optimizer, and Sketchy (the paper's) stays fast.
+@pytest.mark.parametrize(
+    "optimizer",
+    [pytest.param("adam", marks=pytest.mark.slow), pytest.param("shampoo", marks=pytest.mark.slow),
+     "sketchy"],
+)  # fmt: skip
 def test_tiny_resnet_trains_with(optimizer, imagenet_dir, tmp_path):
     final = run(compose_config(overrides(imagenet_dir, tmp_path / "run", f"optimizer={optimizer}")))
     assert 0.0 <= final["validation/error"] <= 1.0

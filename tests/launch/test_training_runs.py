@@ -22,7 +22,12 @@ CONFIGS = Path(__file__).parents[2] / "configs" / "optimizer"
 # its sketches and grafts are replicated state like every other optimizer's). The other
 # optimizers on 8 devices are `slow`: the sharding itself is checked by
 # test_multidevice.py (batch on `data`, parameters equal to the 1-device run's).
-SMOKE = [(name, 1) for name in OPTIMIZERS] + [("sketchy", 8)]
+# KrADagrad and KrADagrad* on one device are `slow` too: their math is checked against dense
+# references in tests/sketchy/test_kradagrad.py and their configs compose in test_configs.py;
+# the trainer path they take is the one every optimizer takes.
+FAST = ["adam", "shampoo", "sketchy"]
+SMOKE = [(name, 1) if name in FAST else pytest.param(name, 1, marks=pytest.mark.slow)
+         for name in OPTIMIZERS] + [("sketchy", 8)]  # fmt: skip
 SMOKE += [pytest.param(name, 8, marks=pytest.mark.slow) for name in OPTIMIZERS if name != "sketchy"]
 
 
