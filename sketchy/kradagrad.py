@@ -1,8 +1,9 @@
 """KrADagrad and KrADagrad*: Kronecker factors kept as *inverse* statistics (no inversion).
 
 Mei, Moreno, Walters, "KrADagrad: Kronecker Approximation-Domination Gradient
-Preconditioned Stochastic Optimization", UAI 2023 (arXiv 2305.19416); the update rules
-follow the authors' code (see ``reference/sketchy_paper.md`` Sec. 6.2).
+Preconditioned Stochastic Optimization", UAI 2023 (arXiv 2305.19416); where the paper
+leaves a detail open (denominator, axis schedule), the update rules follow the authors'
+public implementation, as stated below at each choice.
 
 Per block and axis ``i`` of an order-``p`` block, ``X_i`` approximates ``L_i^{-1}`` where
 Shampoo keeps ``L_i = b2 L_i + G_(i) G_(i)^T`` (``L_0 = eps I``, so ``X_0 = I / eps``).

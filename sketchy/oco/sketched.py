@@ -16,7 +16,8 @@ RFD-SON           ``g_t / sqrt(eta t)``          ``(delta + rho_{1:t} / 2) I + G
 ================  =============================  ==========================================
 
 The FD-SON / RFD-SON row scalings fold the Online-Newton curvature weights into ``eta``
-exactly as the paper's Appendix A experiments do (sketchy_paper.md Sec. 3.5), so that
+exactly as the code behind the paper's Appendix A experiments does (google-research's
+``precondition`` repository, ``oco/``), so that
 ``eta`` acts as a learning rate (larger ``eta``, longer steps) for every method.
 """
 
