@@ -19,6 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from conftest import MINI_MOLECULES, ROOT, compose_config
+from test_checkpoint_corrupt import corrupt
 
 from launch.train import run
 
@@ -159,26 +160,6 @@ def test_kill_9_three_times_then_resume_is_bit_exact(data_dir, tmp_path):
     assert_bit_equal(a["params"], b["params"])
     assert_bit_equal(a["opt_state"], b["opt_state"])
     assert not tmp_checkpoints(run_dir) or saved_steps(run_dir)[-1] == STEPS
-
-
-def corrupt(step_dir: Path, how: str) -> None:
-    """``truncate``/``garbage``: every file of the checkpoint; ``state_*``: only the arrays'
-    files (the metadata JSON stays readable); ``state_flip``: one byte of the largest."""
-    root = step_dir / "state" if how.startswith("state_") else step_dir
-    files = sorted(p for p in root.rglob("*") if p.is_file())
-    assert files
-    if how == "state_flip":
-        largest = max(files, key=lambda p: p.stat().st_size)
-        data = bytearray(largest.read_bytes())
-        data[len(data) // 2] ^= 0x01
-        largest.write_bytes(bytes(data))
-        return
-    for p in files:
-        data = p.read_bytes()
-        if how.endswith("truncate"):
-            p.write_bytes(data[: len(data) // 3])
-        else:
-            p.write_bytes(os.urandom(max(len(data), 16)))
 
 
 @pytest.fixture(scope="module")
