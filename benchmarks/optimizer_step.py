@@ -252,7 +252,8 @@ def print_targets(rows: list[tuple[str, float, float]]) -> None:
         print(f"| {what} | {value:.2f} | <= {target:g} | {met} |", flush=True)
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line: parameter sets, cycles, optimizer selection and the scaling table."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sets", nargs="*", default=["small", "resnet50"], choices=sorted(SETS))
     ap.add_argument("--cycles", type=int, default=2, help="refresh cycles of update_freq steps")
@@ -269,52 +270,76 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--scaling-max-one-shot", type=int, default=2048, help="largest d for O(d^3) methods"
     )
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def print_environment() -> None:
+    """One line: jax, platform, CPUs, BLAS threads and the optimizers' common settings."""
     print(
         f"# jax {jax.__version__}, {jax.devices()[0].platform}, {platform.processor() or ''}"
         f" {os.cpu_count()} cpus, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']};"
         f" update_freq={F}, block_size=1024"
     )
+
+
+COLUMNS = (
+    "optimizer",
+    "compile s",
+    "compile / adamw",
+    "steady ms",
+    "refresh ms",
+    "refresh / shampoo",
+    "amortized ms",
+    "amortized / shampoo",
+    "state B/param/4",
+    "2nd-moment B/param/4",
+)
+
+
+def run_set(
+    set_name: str, include_reference: bool, cycles: int, only: list[str] | None
+) -> dict[str, dict]:
+    """Measures each selected optimizer on one parameter set, printing its row as it finishes."""
+    shapes = SETS[set_name]()
+    print(f"\n## {set_name}: {len(shapes)} tensors, {count(shapes):,} parameters\n")
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|" + "---|" * len(COLUMNS))
+    rows = {}
+    for name, make in optimizers(include_reference).items():
+        if only and not any(s in name for s in only):
+            continue
+        rows[name] = r = measure(make(), shapes, cycles)
+        print(
+            f"| {name} | {r['compile_s']:.1f} | "
+            f"{ratio(rows, name, 'adamw (optax)', 'compile_s'):.2f} | "
+            f"{r['steady_ms']:.1f} | {r['refresh_ms']:.1f} | "
+            f"{ratio(rows, name, 'shampoo', 'refresh_ms'):.2f} | {r['amortized_ms']:.1f} | "
+            f"{ratio(rows, name, 'shampoo', 'amortized_ms'):.2f} | "
+            f"{r['state_per_param']:.2f} | {r['stats_per_param']:.2f} |",
+            flush=True,
+        )
+    return rows
+
+
+def print_summary(rows: dict[str, dict]) -> None:
+    """After a set's table: each Sketchy and reference row's two headline ratios."""
+    print()
+    for name in rows:
+        if name.startswith("sketchy") or name.startswith("ref"):
+            print(
+                f"- {name}: amortized / shampoo "
+                f"{ratio(rows, name, 'shampoo', 'amortized_ms'):.2f}, compile / adamw "
+                f"{ratio(rows, name, 'adamw (optax)', 'compile_s'):.2f}"
+            )
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    print_environment()
     results: dict[str, dict] = {}
     for set_name in args.sets:
-        shapes = SETS[set_name]()
-        print(f"\n## {set_name}: {len(shapes)} tensors, {count(shapes):,} parameters\n")
-        header = (
-            "optimizer",
-            "compile s",
-            "compile / adamw",
-            "steady ms",
-            "refresh ms",
-            "refresh / shampoo",
-            "amortized ms",
-            "amortized / shampoo",
-            "state B/param/4",
-            "2nd-moment B/param/4",
-        )
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        rows = results[set_name] = {}
-        for name, make in optimizers(not args.no_reference).items():
-            if args.only and not any(s in name for s in args.only):
-                continue
-            rows[name] = r = measure(make(), shapes, args.cycles)
-            print(
-                f"| {name} | {r['compile_s']:.1f} | "
-                f"{ratio(rows, name, 'adamw (optax)', 'compile_s'):.2f} | "
-                f"{r['steady_ms']:.1f} | {r['refresh_ms']:.1f} | "
-                f"{ratio(rows, name, 'shampoo', 'refresh_ms'):.2f} | {r['amortized_ms']:.1f} | "
-                f"{ratio(rows, name, 'shampoo', 'amortized_ms'):.2f} | "
-                f"{r['state_per_param']:.2f} | {r['stats_per_param']:.2f} |",
-                flush=True,
-            )
-        print()
-        for name in rows:
-            if name.startswith("sketchy") or name.startswith("ref"):
-                print(
-                    f"- {name}: amortized / shampoo "
-                    f"{ratio(rows, name, 'shampoo', 'amortized_ms'):.2f}, compile / adamw "
-                    f"{ratio(rows, name, 'adamw (optax)', 'compile_s'):.2f}"
-                )
+        results[set_name] = run_set(set_name, not args.no_reference, args.cycles, args.only)
+        print_summary(results[set_name])
     exponents = {}
     if args.scaling:
         exponents = scaling(args.scaling_dims, args.scaling_rank, args.scaling_max_one_shot)

@@ -65,10 +65,23 @@ def _x(value: float | None) -> str:
 
 
 def _table(records: list[dict]) -> str:
+    """The Markdown table file: its sections in order."""
+    lines = [
+        *_introduction(records),
+        *_words_per_param(records),
+        *_check_4x(records),
+        *_reading(records),
+        *_model_sizes(records),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _introduction(records: list[dict]) -> list[str]:
+    """The title, what we measured and what the paper states."""
     cfg = records[0]["config"]
     rank, block = cfg["rank"], cfg["block_size"]
     models = "; ".join(f"{_label(r)} ({r['description']}): {r['num_params']:,}" for r in records)
-    lines = [
+    return [
         "# Fig. 1: optimizer-state memory",
         "",
         "Ours: exact float32 optimizer states of the full-size paper models, computed with "
@@ -86,6 +99,12 @@ def _table(records: list[dict]) -> str:
         "(`sketchy.memory.adam_floats / shampoo_floats / sketchy_floats`, blocked at "
         f"{block}) on each model's matrices (tensors with two or more non-unit dims, as "
         "fan-in x fan-out).",
+    ]
+
+
+def _words_per_param(records: list[dict]) -> list[str]:
+    """Words per parameter by category, one row per model and optimizer."""
+    lines = [
         "",
         "## Words per parameter, by category",
         "",
@@ -104,8 +123,15 @@ def _table(records: list[dict]) -> str:
                 + f" | **{w['total']:.3f}** | {o['bytes']['total'] / MIB:,.1f} "
                 f"| {o['second_moment_words_per_param']:.3f} | {formula:.3f} |"
             )
+    return lines
+
+
+def _check_4x(records: list[dict]) -> list[str]:
+    """The paper's 4x: one full block, then each whole model, measured and by formula."""
+    cfg = records[0]["config"]
+    rank, block = cfg["rank"], cfg["block_size"]
     one = records[0]["check_4x"]["one_block"]
-    lines += [
+    lines = [
         "",
         f"## The paper's 4x (block {block}, rank {rank})",
         "",
@@ -126,7 +152,15 @@ def _table(records: list[dict]) -> str:
                 f"| {_label(r)}, whole model, {what} | {_x(c[key]['statistics_ratio'])} "
                 f"| {_x(c[key]['with_roots_ratio'])} |"
             )
-    lines += [
+    return lines
+
+
+def _reading(records: list[dict]) -> list[str]:
+    """Why a whole model saves less than a full block, and each model's tensors that differ."""
+    cfg = records[0]["config"]
+    rank, block = cfg["rank"], cfg["block_size"]
+    one = records[0]["check_4x"]["one_block"]
+    lines = [
         "",
         f"Reading. The 4x holds for a full block ({one['statistics_ratio']:.2f}x, "
         f"{one['with_roots_ratio']:.2f}x with the roots). Over a whole model it is smaller "
@@ -149,7 +183,12 @@ def _table(records: list[dict]) -> str:
             lines.append(f"- {_label(r)}: preconditioned as 3+ factors: {shown}.")
         if graft:
             lines.append(f"- {_label(r)}: graft-only matrices: {', '.join(map(_shape, graft))}.")
-    lines += [
+    return lines
+
+
+def _model_sizes(records: list[dict]) -> list[str]:
+    """Each model's parameters, tensors and matrices, and how many are Kronecker-preconditioned."""
+    lines = [
         "",
         "| model | parameters | tensors | matrices | parameters in matrices "
         "| Kronecker-preconditioned parameters |",
@@ -160,7 +199,7 @@ def _table(records: list[dict]) -> str:
             f"| {_label(r)} | {r['num_params']:,} | {r['num_tensors']} | {r['num_matrices']} "
             f"| {r['params_in_matrices']:,} | {r['params_kronecker_preconditioned']:,} |"
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _figure(records: list[dict], out_dir: Path) -> Path:

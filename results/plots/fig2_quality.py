@@ -120,7 +120,19 @@ def make(records_dir: Path, out_dir: Path) -> list[Path]:
     experiments = _experiments(records_dir)
     if not experiments:
         return []
-    lines = [
+    lines, panels = _table_head(), []
+    for exp, records in experiments.items():
+        rows, panel = _experiment(exp, records)
+        lines += rows
+        panels.append(panel)
+    lines += _tuning_section(records_dir, experiments)
+    table = write_text(Path(out_dir) / "tables" / "fig2_quality.md", "\n".join(lines) + "\n")
+    return [table, _figure(panels, out_dir)]
+
+
+def _table_head() -> list[str]:
+    """The title, how to read the table, and the main table's header."""
+    return [
         "# Fig. 2: final test error, time to target, tuning",
         "",
         "Mean +- 1.96 standard errors over distinct seeds. Time to target: the first",
@@ -132,57 +144,71 @@ def make(records_dir: Path, out_dir: Path) -> list[Path]:
         "| target | reached | steps to target | train s to target | paper |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    panels = []
-    for exp, records in experiments.items():
-        workload = choice(records[0], "workload")
-        key, to_err, label = METRICS[workload]
-        target = target_of(records)
-        bars, curves = [], []
-        for opt, by_seed in _by_optimizer(records).items():
-            runs = list(by_seed.values())
-            errs = [to_err(r["final"][key]) for r in runs if key in r["final"]]
-            if not errs:
-                continue
-            m, ci, n = mean_ci(errs)
-            objective = runs[0]["config"]["trainer"]["objective"]
-            vm, vci, _ = mean_ci([r["final"][objective] for r in runs])
-            lrs = sorted({r["config"]["optimizer"]["learning_rate"] for r in runs})
-            cells = ["-", "-", "-", "-"]
-            if target is not None:
-                metric, value, _ = target
-                hits = [_time_to_target(r, metric, value) for r in runs]
-                hits = [h for h in hits if h["step"] is not None]
-                cells = [f"{metric.split('/')[1]} {value:.4f}", f"{len(hits)}/{len(runs)}"]
-                if hits:
-                    cells += [
-                        f"{np.mean([h['step'] for h in hits]):.0f}",
-                        f"{np.mean([h['train_seconds'] for h in hits]):.0f}",
-                    ]
-                else:
-                    cells += ["never", "never"]
-            paper = PAPER.get((workload, opt), "bar chart only (no printed value)")
-            lines.append(
-                f"| {exp} ({_scale(runs[0])}) | {opt} | {', '.join(f'{v:g}' for v in lrs)} "
-                f"| {label} {m:.4f} +- {ci:.4f} | {n} | {objective.split('/')[1]} "
-                f"{vm:.4f} +- {vci:.4f} | {' | '.join(cells)} | {paper} |"
-            )
-            bars.append((opt, m, ci))
-            curves.append((opt, objective, _mean_curve(runs, objective)))
-        if target is not None:
-            lines.append(f"| {exp}: target from {target[2]} | | | | | | | | | | |")
-        panels.append((exp, label, bars, curves))
-    tuning = [row for exp in experiments for row in _tuning_rows(records_dir, exp)]
-    if tuning:
-        lines += [
-            "",
-            "## Learning-rate tuning (tuning seed; best in bold)",
-            "",
-            "| experiment | optimizer | selected on | learning rate: final validation metric "
-            "| selected |",
-            "|---|---|---|---|---|",
-            *tuning,
+
+
+def _experiment(exp: str, records: list[dict]) -> tuple[list[str], tuple]:
+    """One experiment's table rows, one per optimizer, and its figure panel."""
+    workload = choice(records[0], "workload")
+    key, to_err, label = METRICS[workload]
+    target = target_of(records)
+    lines, bars, curves = [], [], []
+    for opt, by_seed in _by_optimizer(records).items():
+        runs = list(by_seed.values())
+        errs = [to_err(r["final"][key]) for r in runs if key in r["final"]]
+        if not errs:
+            continue
+        m, ci, n = mean_ci(errs)
+        objective = runs[0]["config"]["trainer"]["objective"]
+        vm, vci, _ = mean_ci([r["final"][objective] for r in runs])
+        lrs = sorted({r["config"]["optimizer"]["learning_rate"] for r in runs})
+        cells = _target_cells(runs, target)
+        paper = PAPER.get((workload, opt), "bar chart only (no printed value)")
+        lines.append(
+            f"| {exp} ({_scale(runs[0])}) | {opt} | {', '.join(f'{v:g}' for v in lrs)} "
+            f"| {label} {m:.4f} +- {ci:.4f} | {n} | {objective.split('/')[1]} "
+            f"{vm:.4f} +- {vci:.4f} | {' | '.join(cells)} | {paper} |"
+        )
+        bars.append((opt, m, ci))
+        curves.append((opt, objective, _mean_curve(runs, objective)))
+    if target is not None:
+        lines.append(f"| {exp}: target from {target[2]} | | | | | | | | | | |")
+    return lines, (exp, label, bars, curves)
+
+
+def _target_cells(runs: list[dict], target: tuple[str, float, str] | None) -> list[str]:
+    """The target, the seeds that reached it, and their mean steps and train seconds to it."""
+    if target is None:
+        return ["-", "-", "-", "-"]
+    metric, value, _ = target
+    hits = [_time_to_target(r, metric, value) for r in runs]
+    hits = [h for h in hits if h["step"] is not None]
+    cells = [f"{metric.split('/')[1]} {value:.4f}", f"{len(hits)}/{len(runs)}"]
+    if hits:
+        return cells + [
+            f"{np.mean([h['step'] for h in hits]):.0f}",
+            f"{np.mean([h['train_seconds'] for h in hits]):.0f}",
         ]
-    table = write_text(Path(out_dir) / "tables" / "fig2_quality.md", "\n".join(lines) + "\n")
+    return cells + ["never", "never"]
+
+
+def _tuning_section(records_dir: Path, experiments: dict[str, list[dict]]) -> list[str]:
+    """The learning-rate tuning table of every experiment that has tuning records."""
+    tuning = [row for exp in experiments for row in _tuning_rows(records_dir, exp)]
+    if not tuning:
+        return []
+    return [
+        "",
+        "## Learning-rate tuning (tuning seed; best in bold)",
+        "",
+        "| experiment | optimizer | selected on | learning rate: final validation metric "
+        "| selected |",
+        "|---|---|---|---|---|",
+        *tuning,
+    ]
+
+
+def _figure(panels: list[tuple], out_dir: Path) -> Path:
+    """Per experiment: the test-error bars (top) and the mean validation curves (bottom)."""
     fig, axes = plt.subplots(2, len(panels), figsize=(4 * len(panels), 6.4), squeeze=False)
     for col, (exp, label, bars, curves) in enumerate(panels):
         ax = axes[0][col]
@@ -207,7 +233,7 @@ def make(records_dir: Path, out_dir: Path) -> list[Path]:
     fig.tight_layout()
     figure = save_figure(fig, Path(out_dir) / "figures" / "fig2_quality.png", dpi=120)
     plt.close(fig)
-    return [table, figure]
+    return figure
 
 
 def _mean_curve(runs: list[dict], metric: str) -> tuple[list[int], list[float]]:

@@ -297,76 +297,89 @@ def _regret_table(regret: list[dict]) -> list[str]:
 
 
 def _tables(recs: list[dict], regret: list[dict]) -> str:
+    """The Markdown table file: the Appendix A sections, then Observation 2's."""
     lines = ["# Paper Appendix A: online convex optimization (S-AdaGrad and baselines)", ""]
     if recs:
-        lines += [
-            "Online logistic regression, one pass, float64, intercept appended, w_1 = 0; each "
-            "cell is the tuned final cumulative average **log loss** (0-1 loss), best of the "
-            "Appendix A grid (lr: 49 log points in [1e-6, 1]; Ada-FD, FD-SON: 7 x 7 lr x "
-            "delta). `*`: a tuned value sits on the grid's edge. Sketch: the paper's l (our "
-            "rank k = l - 1). The paper's own Appendix A numbers (a9a, cifar10, gisette) are "
-            "not public (the paper prints only plots); ours are on the offline datasets "
-            "below, at the sizes stated.",
-            "",
-        ]
-        datasets = sorted({r["dataset"] for r in recs})
-        by = {(r["algorithm"], r["rank"], r["dataset"]): r for r in recs}
-        rows = sorted(
-            {(r["algorithm"], r["rank"]) for r in recs}, key=lambda k: (_key(k[0]), k[1] or 0)
-        )
-        lines += [
-            "| algorithm | sketch l (k) | " + " | ".join(datasets) + " |",
-            "|---|---|" + "---|" * len(datasets),
-        ]
-        for alg, rank in rows:
-            cells = []
-            for ds in datasets:
-                r = by.get((alg, rank, ds))
-                cells.append(
-                    "-"
-                    if r is None
-                    else f"{r['final']['log_loss']:.4f} ({r['final']['zero_one_loss']:.4f})"
-                    f"{_edge(r)}"
-                )
-            some = next(r for (a, k, _), r in by.items() if (a, k) == (alg, rank))
-            lines.append(f"| {LABEL.get(alg, alg)} | {_sketch(some)} | " + " | ".join(cells) + " |")
-        lines += [
-            "",
-            "## Tuned hyperparameters and run time",
-            "",
-            "| dataset | algorithm | sketch l (k) | best hyperparameters | wall time (s) |",
-            "|---|---|---|---|---|",
-        ]
-        for r in sorted(recs, key=lambda r: (r["dataset"], _key(r["algorithm"]), r["rank"] or 0)):
-            hp = ", ".join(f"{k}={v:.3g}" for k, v in r["best_hparams"].items())
-            lines.append(
-                f"| {r['dataset']} | {LABEL.get(r['algorithm'], r['algorithm'])} | "
-                f"{_sketch(r)} | {hp}{_edge(r)} | {r['wall_time_s']:.1f} |"
-            )
-        lines += [
-            "",
-            "## Data",
-            "",
-            "| dataset | examples | features (+1 intercept) | source | label (positive class) |",
-            "|---|---|---|---|---|",
-        ]
-        for ds in datasets:
-            info = next(r["data"] for r in recs if r["dataset"] == ds)
-            src = info["source"] + (
-                f", {info['pool']}x{info['pool']} pooling" if "pool" in info else ""
-            )
-            lines.append(
-                f"| {ds} | {info['examples']} | {info['features']} | {src} | {info['label']} |"
-            )
-        hw, total = recs[0].get("hardware", {}), sum(r["wall_time_s"] for r in recs)
-        lines += [
-            "",
-            f"Tuning wall time, all grids: {total:.0f} s on {hw.get('cpu_count')} CPU cores "
-            f"({hw.get('platform')}), jax {recs[0]['versions'].get('jax')}.",
-        ]
+        lines += _final_losses(recs) + _tuned_hparams(recs) + _data(recs)
     if regret:
         lines += _regret_table(regret)
     return "\n".join(lines) + "\n"
+
+
+def _final_losses(recs: list[dict]) -> list[str]:
+    """Tuned final losses: one row per algorithm and sketch, one column per dataset."""
+    datasets = sorted({r["dataset"] for r in recs})
+    by = {(r["algorithm"], r["rank"], r["dataset"]): r for r in recs}
+    rows = sorted(
+        {(r["algorithm"], r["rank"]) for r in recs}, key=lambda k: (_key(k[0]), k[1] or 0)
+    )
+    lines = [
+        "Online logistic regression, one pass, float64, intercept appended, w_1 = 0; each "
+        "cell is the tuned final cumulative average **log loss** (0-1 loss), best of the "
+        "Appendix A grid (lr: 49 log points in [1e-6, 1]; Ada-FD, FD-SON: 7 x 7 lr x "
+        "delta). `*`: a tuned value sits on the grid's edge. Sketch: the paper's l (our "
+        "rank k = l - 1). The paper's own Appendix A numbers (a9a, cifar10, gisette) are "
+        "not public (the paper prints only plots); ours are on the offline datasets "
+        "below, at the sizes stated.",
+        "",
+        "| algorithm | sketch l (k) | " + " | ".join(datasets) + " |",
+        "|---|---|" + "---|" * len(datasets),
+    ]
+    for alg, rank in rows:
+        cells = []
+        for ds in datasets:
+            r = by.get((alg, rank, ds))
+            cells.append(
+                "-"
+                if r is None
+                else f"{r['final']['log_loss']:.4f} ({r['final']['zero_one_loss']:.4f}){_edge(r)}"
+            )
+        some = next(r for (a, k, _), r in by.items() if (a, k) == (alg, rank))
+        lines.append(f"| {LABEL.get(alg, alg)} | {_sketch(some)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _tuned_hparams(recs: list[dict]) -> list[str]:
+    """Each run's tuned hyperparameters and wall time."""
+    lines = [
+        "",
+        "## Tuned hyperparameters and run time",
+        "",
+        "| dataset | algorithm | sketch l (k) | best hyperparameters | wall time (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in sorted(recs, key=lambda r: (r["dataset"], _key(r["algorithm"]), r["rank"] or 0)):
+        hp = ", ".join(f"{k}={v:.3g}" for k, v in r["best_hparams"].items())
+        lines.append(
+            f"| {r['dataset']} | {LABEL.get(r['algorithm'], r['algorithm'])} | "
+            f"{_sketch(r)} | {hp}{_edge(r)} | {r['wall_time_s']:.1f} |"
+        )
+    return lines
+
+
+def _data(recs: list[dict]) -> list[str]:
+    """Each dataset's size, source and label; then the wall time of all the grids."""
+    lines = [
+        "",
+        "## Data",
+        "",
+        "| dataset | examples | features (+1 intercept) | source | label (positive class) |",
+        "|---|---|---|---|---|",
+    ]
+    for ds in sorted({r["dataset"] for r in recs}):
+        info = next(r["data"] for r in recs if r["dataset"] == ds)
+        src = info["source"] + (
+            f", {info['pool']}x{info['pool']} pooling" if "pool" in info else ""
+        )
+        lines.append(
+            f"| {ds} | {info['examples']} | {info['features']} | {src} | {info['label']} |"
+        )
+    hw, total = recs[0].get("hardware", {}), sum(r["wall_time_s"] for r in recs)
+    return lines + [
+        "",
+        f"Tuning wall time, all grids: {total:.0f} s on {hw.get('cpu_count')} CPU cores "
+        f"({hw.get('platform')}), jax {recs[0]['versions'].get('jax')}.",
+    ]
 
 
 def make(records_dir: Path, out_dir: Path) -> list[Path]:
