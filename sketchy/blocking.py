@@ -111,3 +111,14 @@ def from_blocks(blocks: jax.Array, plan: BlockPlan) -> jax.Array:
 def matricize(block: jax.Array, axis: int) -> jax.Array:
     """``[b0, ..., bp]`` -> ``[b_axis, prod(others)]`` (the axis' rows, all else as columns)."""
     return jnp.moveaxis(block, axis, 0).reshape(block.shape[axis], -1)
+
+
+def apply_along_axis(fn, block: jax.Array, axis: int) -> jax.Array:
+    """``fn`` applied to :func:`matricize` ``(block, axis)``, folded back to ``block``'s shape.
+
+    ``fn`` maps ``[b_axis, n] -> [b_axis, n]`` (a factor's matrix on the axis' rows): the
+    mode-``axis`` product ``block x_axis P`` when ``fn(y) = P y``.
+    """
+    moved = jnp.moveaxis(block, axis, 0)
+    out = fn(moved.reshape(moved.shape[0], -1)).reshape(moved.shape)
+    return jnp.moveaxis(out, 0, axis)

@@ -3,7 +3,8 @@
 Shampoo-family directions have an arbitrary overall scale (the statistics' normalization,
 the root exponent, epsilon). Grafting (Agarwal et al. 2020) fixes it per parameter tensor:
 ``update = P g * ||graft(g)|| / ||P g||``. The graft directions are optax transforms, so
-their state, numerics and checkpointing are optax's.
+their state, numerics and checkpointing are optax's; names are resolved to transforms once,
+by :func:`as_graft`, at the optimizer's entry.
 """
 
 import jax
@@ -85,6 +86,26 @@ def graft_transform(graft: str, b2: float, eps: float) -> optax.GradientTransfor
     if graft in ("sgd", "none"):
         return optax.identity()
     raise ValueError(f"graft must be one of {GRAFTS}, got {graft!r}")
+
+
+def as_graft(
+    graft: str | optax.GradientTransformation | None, b2: float, eps: float
+) -> optax.GradientTransformation | None:
+    """The graft of :func:`sketchy.kronecker.scale_by_kronecker` from an optimizer's argument.
+
+    A name of :data:`GRAFTS` is built by :func:`graft_transform` with the optimizer's ``b2``
+    and ``eps``; any scale-only optax transform (e.g. ``optax.scale_by_adam(b1=0.0)``) is
+    used as it is; ``"none"`` or ``None``: no grafting (the direction is not rescaled).
+    """
+    if graft is None or graft == "none":
+        return None
+    if isinstance(graft, str):
+        return graft_transform(graft, b2, eps)
+    if isinstance(graft, optax.GradientTransformation):
+        return graft
+    raise ValueError(
+        f"graft must be one of {GRAFTS}, an optax.GradientTransformation or None, got {graft!r}"
+    )
 
 
 def graft_norm(direction: jax.Array, graft_direction: jax.Array) -> jax.Array:

@@ -58,20 +58,24 @@ recomputed every ``update_freq`` steps: ``P_i = X_i^{1/(2p)}`` for KrADagrad*,
 step that produces a non-finite ``X`` keeps the previous one and counts a failure.
 """
 
+import functools
 from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from sketchy.blocking import matricize
+from sketchy.blocking import apply_along_axis, matricize
+from sketchy.grafting import as_graft
 from sketchy.kronecker import (
     KroneckerRule,
     keep_if,
     per_axis_update,
     scale_by_kronecker,
+    validate_b2,
     validate_update_freq,
 )
+from sketchy.matrix_power import psd_power
 from sketchy.optimizer_chain import with_momentum_and_lr
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -133,13 +137,6 @@ def inverse_statistic_update(
     return 0.5 * (new + new.T)  # rounding asymmetry would bias eigh
 
 
-def positive_root(x: jax.Array, exponent: float) -> tuple[jax.Array, jax.Array]:
-    """``X^exponent`` of a symmetric ``X`` by ``eigh`` (negatives from rounding -> 0), ok."""
-    w, v = jnp.linalg.eigh(x)
-    root = _mm(v * jnp.maximum(w, 0.0)[None, :] ** exponent, v.T)
-    return root, jnp.all(jnp.isfinite(root))
-
-
 def kradagrad_axis(step: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """The axis KrADagrad updates at statistics step ``step`` (the reference's schedule).
 
@@ -179,16 +176,11 @@ def _rule(
         ok = jnp.all(jnp.isfinite(new))
         return keep_if(ok, f._replace(statistics=new), f), (~ok).astype(jnp.int32)
 
-    def precondition(f, y, axis):
-        moved = jnp.moveaxis(y, axis, 0)
-        out = _mm(f.preconditioner, moved.reshape(moved.shape[0], -1)).reshape(moved.shape)
-        return jnp.moveaxis(out, 0, axis)
-
     def update_axis(axis, factors, block):
         y = block.astype(dtype)
         for j, f in enumerate(factors):
             if j != axis:
-                y = precondition(f, y, j)
+                y = apply_along_axis(lambda z, f=f: _mm(f.preconditioner, z), y, j)
         new, bad = update_factor(factors[axis], matricize(y, axis))
         return tuple(new if j == axis else f for j, f in enumerate(factors)), bad
 
@@ -198,7 +190,8 @@ def _rule(
         return jax.lax.switch(kradagrad_axis(count, block.shape), branches, factors, block)
 
     def refresh_factor(f, exponent):
-        root, ok = positive_root(f.statistics, exponent)
+        root, _ = psd_power(f.statistics, exponent)
+        ok = jnp.all(jnp.isfinite(root))
         return keep_if(ok, f._replace(preconditioner=root), f), ~ok
 
     return KroneckerRule(
@@ -211,45 +204,9 @@ def _rule(
     )
 
 
-def _scale(one_axis: bool, **kw) -> optax.GradientTransformation:
-    """Validate, build the rule and hand it to :func:`sketchy.kronecker.scale_by_kronecker`."""
-    eps, damping, graft, b2 = kw["eps"], kw["damping"], kw["graft"], kw["b2"]
-    validate_update_freq(kw["update_freq"])
-    if not eps > 0:
-        raise ValueError(f"eps must be > 0 (X starts at I / eps), got {eps!r}")
-    if kw["denominator"] not in DENOMINATORS:
-        raise ValueError(f"denominator must be one of {DENOMINATORS}, got {kw['denominator']!r}")
-    # X - damping X^2 stays PSD only while damping * lambda_max(X) < 1; lambda_max(X_0) = 1/eps.
-    if not 0.0 <= damping * (1.0 / eps) < 1.0:
-        raise ValueError(f"damping must be in [0, eps) = [0, {eps!r}), got {damping!r}")
-    override = kw["exponent_override"]
-    if override is not None and not override > 0:
-        raise ValueError(f"exponent_override must be > 0 or None, got {override!r}")
-    root = (override or 0.5) if one_axis else override
-    rule = _rule(
-        one_axis=one_axis,
-        b2=b2,
-        eps=eps,
-        damping=damping,
-        denominator=kw["denominator"],
-        update_freq=kw["update_freq"],
-        root_exponent=root,
-        dtype=kw["dtype"],
-    )
-    return scale_by_kronecker(
-        rule,
-        block_size=kw["block_size"],
-        max_precond_dim=kw["max_precond_dim"],
-        b2=b2,
-        graft=graft,
-        graft_eps=kw["graft_eps"],
-        start_preconditioning_step=kw["start_preconditioning_step"],
-        exponent_override=root,
-    )
-
-
-def scale_by_kradagrad_star(
+def scale_by_kradagrad_family(
     *,
+    one_axis: bool,
     block_size: int = 1024,
     b2: float = 1.0,
     eps: float = 1e-6,
@@ -257,18 +214,16 @@ def scale_by_kradagrad_star(
     damping: float = 0.0,
     update_freq: int = 10,
     start_preconditioning_step: int = 10,
-    graft: str = "adagrad",
+    graft: str | optax.GradientTransformation | None = "adagrad",
     graft_eps: float = 1e-8,
     max_precond_dim: int = 4096,
     exponent_override: float | None = None,
     dtype=jnp.float32,
 ) -> optax.GradientTransformation:
-    """KrADagrad*'s preconditioned, grafted direction (no momentum, no learning rate).
-
-    Every step, every axis ``i`` of every block: ``X_i <- X_i - X_i M X_i / s`` with
-    ``M = G_(i) G_(i)^T`` (module doc); every ``update_freq`` steps ``P_i = X_i^{1/(2p)}``;
-    direction ``G x_1 P_1 ... x_p P_p``, grafted like Shampoo's. Costs match Shampoo's (two
-    ``d x d`` matrices per factor, one ``eigh`` per refresh) with no inversion.
+    """KrADagrad (``one_axis=True``) or KrADagrad* (``False``): the preconditioned, grafted
+    direction (no momentum, no learning rate). The two differ only in that flag; use
+    :func:`scale_by_kradagrad` and :func:`scale_by_kradagrad_star`, whose docstrings state
+    the update rules.
 
     Args:
       block_size, start_preconditioning_step, graft_eps, max_precond_dim: as in
@@ -282,13 +237,67 @@ def scale_by_kradagrad_star(
       update_freq: recompute the roots every this many steps (statistics: every step).
       graft: as in :func:`sketchy.scale_by_shampoo`; ``rmsprop``/``adafactor`` need
         ``b2 < 1``, hence the default ``adagrad``.
-      exponent_override: ``P_i = X_i^exponent_override`` instead of ``X_i^{1/(2p)}``.
+      exponent_override: ``P_i = X_i^exponent_override`` instead of the variant's exponent
+        (KrADagrad*: ``1/(2p)``; KrADagrad: ``1/2``, the reference's ONS-style option is 1).
       dtype: of ``X``, ``P`` and ``eigh``; float64 needs ``jax_enable_x64``.
-
-    Reference: Mei, Moreno, Walters, UAI 2023 (arXiv 2305.19416), "KrADagrad*".
     """
-    return _scale(
-        False,
+    validate_b2(b2)
+    validate_update_freq(update_freq)
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0 (X starts at I / eps), got {eps!r}")
+    if denominator not in DENOMINATORS:
+        raise ValueError(f"denominator must be one of {DENOMINATORS}, got {denominator!r}")
+    # X - damping X^2 stays PSD only while damping * lambda_max(X) < 1; lambda_max(X_0) = 1/eps.
+    if not 0.0 <= damping * (1.0 / eps) < 1.0:
+        raise ValueError(f"damping must be in [0, eps) = [0, {eps!r}), got {damping!r}")
+    if exponent_override is not None and not exponent_override > 0:
+        raise ValueError(f"exponent_override must be > 0 or None, got {exponent_override!r}")
+    root = (exponent_override or 0.5) if one_axis else exponent_override
+    rule = _rule(
+        one_axis=one_axis,
+        b2=b2,
+        eps=eps,
+        damping=damping,
+        denominator=denominator,
+        update_freq=update_freq,
+        root_exponent=root,
+        dtype=dtype,
+    )
+    return scale_by_kronecker(
+        rule,
+        graft=as_graft(graft, b2, graft_eps),
+        block_size=block_size,
+        max_precond_dim=max_precond_dim,
+        start_preconditioning_step=start_preconditioning_step,
+        exponent_override=root,
+    )
+
+
+def kradagrad_family(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    one_axis: bool,
+    b1: float = 0.9,
+    nesterov: bool = True,
+    weight_decay: float = 0.0,
+    weight_decay_mask=None,
+    block_size: int = 1024,
+    b2: float = 1.0,
+    eps: float = 1e-6,
+    denominator: Denominator = "trace",
+    damping: float = 0.0,
+    update_freq: int = 10,
+    start_preconditioning_step: int = 10,
+    graft: str | optax.GradientTransformation | None = "adagrad",
+    graft_eps: float = 1e-8,
+    max_precond_dim: int = 4096,
+    exponent_override: float | None = None,
+    dtype=jnp.float32,
+) -> optax.GradientTransformation:
+    """:func:`scale_by_kradagrad_family` + momentum ``b1``, weight decay, -lr
+    (:func:`sketchy.optimizer_chain.with_momentum_and_lr`)."""
+    direction = scale_by_kradagrad_family(
+        one_axis=one_axis,
         block_size=block_size,
         b2=b2,
         eps=eps,
@@ -302,30 +311,40 @@ def scale_by_kradagrad_star(
         exponent_override=exponent_override,
         dtype=dtype,
     )
+    return with_momentum_and_lr(
+        direction,
+        learning_rate,
+        b1=b1,
+        nesterov=nesterov,
+        weight_decay=weight_decay,
+        weight_decay_mask=weight_decay_mask,
+    )
 
 
-def scale_by_kradagrad(
-    *,
-    block_size: int = 1024,
-    b2: float = 1.0,
-    eps: float = 1e-6,
-    denominator: Denominator = "trace",
-    damping: float = 0.0,
-    update_freq: int = 10,
-    start_preconditioning_step: int = 10,
-    graft: str = "adagrad",
-    graft_eps: float = 1e-8,
-    max_precond_dim: int = 4096,
-    exponent_override: float | None = None,
-    dtype=jnp.float32,
-) -> optax.GradientTransformation:
-    """KrADagrad's preconditioned, grafted direction (no momentum, no learning rate).
+def _variant(fn, one_axis: bool, doc: str):
+    variant = functools.partial(fn, one_axis=one_axis)
+    variant.__doc__ = doc
+    return variant
 
+
+_STAR_RULE = """
+    Every step, every axis ``i`` of every block: ``X_i <- X_i - X_i M X_i / s`` with
+    ``M = G_(i) G_(i)^T`` (module doc); every ``update_freq`` steps ``P_i = X_i^{1/(2p)}``;
+    direction ``D = G x_1 P_1 ... x_p P_p``, grafted like Shampoo's
+    (``D ||graft(G)|| / ||D||``). Costs match Shampoo's (two ``d x d`` matrices per factor,
+    one ``eigh`` per refresh) with no inversion.
+
+    Arguments: :func:`scale_by_kradagrad_family`.
+    Reference: Mei, Moreno, Walters, UAI 2023 (arXiv 2305.19416), "KrADagrad*".
+"""
+
+_ONE_AXIS_RULE = """
     One axis per statistics step (:func:`kradagrad_axis`; the step count is the statistics
     step since statistics run every step): for that axis ``i``, ``Gh = G x_{j != i} P_j``
     (the gradient preconditioned on every *other* axis) and
     ``X_i <- X_i - X_i Gh_(i) Gh_(i)^T X_i / s``; every ``update_freq`` steps
-    ``P_i = X_i^{1/2}`` whatever the order; direction ``G x_1 P_1 ... x_p P_p``.
+    ``P_i = X_i^{1/2}`` whatever the order; direction ``D = G x_1 P_1 ... x_p P_p``,
+    grafted like Shampoo's.
 
     Why ``1/2`` for every order: each statistic is accumulated from a gradient already
     whitened by the other factors. For a matrix, ``L_1 = sum G X_2 G^T`` with
@@ -333,120 +352,26 @@ def scale_by_kradagrad(
     ``sum vec(G) vec(G)^T`` itself (up to a scalar), not its ``p``-th power as Shampoo's
     factors do; full-matrix AdaGrad's ``-1/2`` then applies to each factor.
 
-    Args: as :func:`scale_by_kradagrad_star`; ``exponent_override`` replaces ``1/2`` (the
-    reference's ONS-style option is ``1.0``). The reference starts from ``X_0 = I`` with
+    Arguments: :func:`scale_by_kradagrad_family`. The reference starts from ``X_0 = I`` with
     ``damping = 1e-8`` and the ``"frobenius"`` denominator: ``eps=1.0, damping=1e-8``.
-
     Reference: Mei, Moreno, Walters, UAI 2023 (arXiv 2305.19416), "KrADagrad".
-    """
-    return _scale(
-        True,
-        block_size=block_size,
-        b2=b2,
-        eps=eps,
-        denominator=denominator,
-        damping=damping,
-        update_freq=update_freq,
-        start_preconditioning_step=start_preconditioning_step,
-        graft=graft,
-        graft_eps=graft_eps,
-        max_precond_dim=max_precond_dim,
-        exponent_override=exponent_override,
-        dtype=dtype,
-    )
+"""
 
+_TAIL = """
+    Then ``m <- b1 m + d`` (Nesterov by default), ``update = -lr (m + wd * params)``:
+    arguments ``learning_rate, b1, nesterov, weight_decay, weight_decay_mask`` and those of
+    :func:`scale_by_kradagrad_family`.
+"""
 
-def kradagrad_star(
-    learning_rate: optax.ScalarOrSchedule,
-    *,
-    b1: float = 0.9,
-    nesterov: bool = True,
-    weight_decay: float = 0.0,
-    weight_decay_mask=None,
-    block_size: int = 1024,
-    b2: float = 1.0,
-    eps: float = 1e-6,
-    denominator: Denominator = "trace",
-    damping: float = 0.0,
-    update_freq: int = 10,
-    start_preconditioning_step: int = 10,
-    graft: str = "adagrad",
-    graft_eps: float = 1e-8,
-    max_precond_dim: int = 4096,
-    exponent_override: float | None = None,
-    dtype=jnp.float32,
-) -> optax.GradientTransformation:
-    """KrADagrad*: :func:`scale_by_kradagrad_star` + momentum ``b1``, weight decay, -lr.
-
-    See :func:`sketchy.optimizer_chain.with_momentum_and_lr` for the first-order tail.
-    """
-    direction = scale_by_kradagrad_star(
-        block_size=block_size,
-        b2=b2,
-        eps=eps,
-        denominator=denominator,
-        damping=damping,
-        update_freq=update_freq,
-        start_preconditioning_step=start_preconditioning_step,
-        graft=graft,
-        graft_eps=graft_eps,
-        max_precond_dim=max_precond_dim,
-        exponent_override=exponent_override,
-        dtype=dtype,
-    )
-    return with_momentum_and_lr(
-        direction,
-        learning_rate,
-        b1=b1,
-        nesterov=nesterov,
-        weight_decay=weight_decay,
-        weight_decay_mask=weight_decay_mask,
-    )
-
-
-def kradagrad(
-    learning_rate: optax.ScalarOrSchedule,
-    *,
-    b1: float = 0.9,
-    nesterov: bool = True,
-    weight_decay: float = 0.0,
-    weight_decay_mask=None,
-    block_size: int = 1024,
-    b2: float = 1.0,
-    eps: float = 1e-6,
-    denominator: Denominator = "trace",
-    damping: float = 0.0,
-    update_freq: int = 10,
-    start_preconditioning_step: int = 10,
-    graft: str = "adagrad",
-    graft_eps: float = 1e-8,
-    max_precond_dim: int = 4096,
-    exponent_override: float | None = None,
-    dtype=jnp.float32,
-) -> optax.GradientTransformation:
-    """KrADagrad: :func:`scale_by_kradagrad` + momentum ``b1``, weight decay, -lr.
-
-    See :func:`sketchy.optimizer_chain.with_momentum_and_lr` for the first-order tail.
-    """
-    direction = scale_by_kradagrad(
-        block_size=block_size,
-        b2=b2,
-        eps=eps,
-        denominator=denominator,
-        damping=damping,
-        update_freq=update_freq,
-        start_preconditioning_step=start_preconditioning_step,
-        graft=graft,
-        graft_eps=graft_eps,
-        max_precond_dim=max_precond_dim,
-        exponent_override=exponent_override,
-        dtype=dtype,
-    )
-    return with_momentum_and_lr(
-        direction,
-        learning_rate,
-        b1=b1,
-        nesterov=nesterov,
-        weight_decay=weight_decay,
-        weight_decay_mask=weight_decay_mask,
-    )
+scale_by_kradagrad_star = _variant(
+    scale_by_kradagrad_family, False, "KrADagrad*'s grafted direction.\n" + _STAR_RULE
+)
+scale_by_kradagrad = _variant(
+    scale_by_kradagrad_family, True, "KrADagrad's grafted direction.\n" + _ONE_AXIS_RULE
+)
+kradagrad_star = _variant(
+    kradagrad_family, False, "KrADagrad* with momentum and learning rate.\n" + _STAR_RULE + _TAIL
+)
+kradagrad = _variant(
+    kradagrad_family, True, "KrADagrad with momentum and learning rate.\n" + _ONE_AXIS_RULE + _TAIL
+)

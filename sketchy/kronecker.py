@@ -11,10 +11,11 @@ Non-finite policy: if any gradient entry is NaN/Inf, the statistics step and the
 accumulators are skipped (their state is left exactly as it was) and ``nonfinite_steps``
 is incremented; a decomposition that fails or returns non-finite values keeps the previous
 factor state and increments ``failures``. The returned update is still computed from the
-gradient; wrap with :func:`optax.apply_if_finite` (the ``sketchy``/``shampoo`` optimizers
-do) to also skip the step and protect momentum.
+gradient; wrap with :func:`sketchy.optimizer_chain.apply_if_finite` (every optimizer of
+the library does) to also skip the step and protect momentum.
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -22,8 +23,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sketchy.blocking import BlockPlan, from_blocks, matricize, plan_blocks, to_blocks
-from sketchy.grafting import GRAFTS, graft_norm, graft_transform
+from sketchy.blocking import (
+    apply_along_axis,
+    from_blocks,
+    matricize,
+    plan_blocks,
+    to_blocks,
+)
+from sketchy.grafting import graft_norm
 
 FactorState = Any  # a NamedTuple of arrays, one per (block, axis)
 
@@ -73,10 +80,6 @@ class KroneckerState(NamedTuple):
     nonfinite_steps: jax.Array
 
 
-def _group_key(block_shape: tuple[int, ...]) -> str:
-    return "x".join(str(d) for d in block_shape)
-
-
 def per_axis_update(update_factor: Callable[[FactorState, jax.Array], tuple[FactorState, Any]]):
     """``update_block`` from a per-axis ``(factor, x[d, n]) -> (factor, failed)``."""
 
@@ -110,18 +113,21 @@ def all_finite(leaves) -> jax.Array:
     return jnp.isfinite(jnp.asarray(total, jnp.float32))
 
 
-def validate_common(
-    *, block_size, b2, graft, start_preconditioning_step, max_precond_dim, max_merged_dim=None
-):
-    """Raise ``ValueError`` naming the argument and its allowed range."""
+def validate_b2(b2) -> None:
+    if not 0.0 < b2 <= 1.0:
+        raise ValueError(f"b2 must be in (0, 1], got {b2!r}")
+
+
+def validate_update_freq(update_freq) -> None:
+    if not isinstance(update_freq, int) or update_freq < 1:
+        raise ValueError(f"update_freq must be an integer >= 1, got {update_freq!r}")
+
+
+def _validate_layout(*, block_size, start_preconditioning_step, max_precond_dim, max_merged_dim):
     if not isinstance(block_size, int) or block_size < 1:
         raise ValueError(f"block_size must be an integer >= 1, got {block_size!r}")
     if max_merged_dim is not None and (not isinstance(max_merged_dim, int) or max_merged_dim < 1):
         raise ValueError(f"max_merged_dim must be None or an integer >= 1, got {max_merged_dim!r}")
-    if not 0.0 < b2 <= 1.0:
-        raise ValueError(f"b2 must be in (0, 1], got {b2!r}")
-    if graft not in GRAFTS:
-        raise ValueError(f"graft must be one of {GRAFTS}, got {graft!r}")
     if start_preconditioning_step < 0:
         raise ValueError(
             f"start_preconditioning_step must be >= 0, got {start_preconditioning_step!r}"
@@ -130,19 +136,171 @@ def validate_common(
         raise ValueError(f"max_precond_dim must be >= 1, got {max_precond_dim!r}")
 
 
-def validate_update_freq(update_freq):
-    if not isinstance(update_freq, int) or update_freq < 1:
-        raise ValueError(f"update_freq must be an integer >= 1, got {update_freq!r}")
+def _group_key(block_shape: tuple[int, ...]) -> str:
+    return "x".join(str(d) for d in block_shape)
+
+
+class Layout(NamedTuple):
+    """How the leaves of a gradient pytree are preconditioned; static (shapes only).
+
+    Attributes:
+      plans: per leaf, its :class:`BlockPlan` or ``None`` (graft-only).
+      groups: ``{block shape key: leaf indices}``: every leaf whose blocks have that shape,
+        in flattening order. Their blocks are stacked and go through one ``vmap``: one
+        decomposition per (group, axis) in the compiled program instead of one per leaf.
+      exponents: ``{block shape key: root exponent}``: ``1/(2p)`` for order ``p``, or overridden.
+    """
+
+    plans: tuple
+    groups: dict[str, tuple[int, ...]]
+    exponents: dict[str, float]
+
+
+def plan_layout(
+    shapes,
+    *,
+    block_size: int,
+    max_precond_dim: int,
+    max_merged_dim: int | None = None,
+    precondition_1d: bool = False,
+    exponent_override: float | None = None,
+) -> Layout:
+    """The :class:`Layout` of leaves with these shapes (see :func:`plan_blocks`)."""
+    plans = tuple(
+        plan_blocks(s, block_size, max_precond_dim, max_merged_dim, precondition_1d) for s in shapes
+    )
+    groups: dict[str, list[int]] = {}
+    for i, plan in enumerate(plans):
+        if plan is not None:
+            groups.setdefault(_group_key(plan.block_shape), []).append(i)
+    exponents = {
+        key: exponent_override or 1.0 / (2 * len(plans[members[0]].merged))
+        for key, members in groups.items()
+    }
+    return Layout(plans, {k: tuple(v) for k, v in groups.items()}, exponents)
+
+
+def gather_blocks(leaves, layout: Layout) -> dict[str, jax.Array]:
+    """``{key: [blocks of every member leaf, *block_shape]}``, in float32 at least."""
+    return {
+        key: jnp.concatenate(
+            [
+                # float32 at least (bf16 gradients), float64 kept when x64 is on.
+                to_blocks(
+                    leaves[i].astype(jnp.promote_types(leaves[i].dtype, jnp.float32)),
+                    layout.plans[i],
+                )
+                for i in members
+            ]
+        )
+        for key, members in layout.groups.items()
+    }
+
+
+def scatter_blocks(blocks: dict[str, jax.Array], layout: Layout) -> dict[int, jax.Array]:
+    """Inverse of :func:`gather_blocks`: ``{leaf index: parameter-shaped array}``."""
+    out: dict[int, jax.Array] = {}
+    for key, members in layout.groups.items():
+        offset = 0
+        for i in members:
+            n = layout.plans[i].total_blocks
+            out[i] = from_blocks(blocks[key][offset : offset + n], layout.plans[i])
+            offset += n
+    return out
+
+
+def init_factors(rule: KroneckerRule, layout: Layout) -> dict:
+    """``{key: per-axis factor states}``, each stacked over the group's blocks."""
+    factors = {}
+    for key, members in layout.groups.items():
+        n = sum(layout.plans[i].total_blocks for i in members)
+        factors[key] = tuple(
+            jax.tree.map(lambda a, n=n: jnp.broadcast_to(a, (n, *a.shape)), rule.init_factor(d))
+            for d in layout.plans[members[0]].block_shape
+        )
+    return factors
+
+
+def statistics_step(rule: KroneckerRule, factors: dict, blocks: dict, count) -> tuple[dict, Any]:
+    """``rule.update_block`` on every block of every group; returns the failure count."""
+    factors, failed = dict(factors), jnp.zeros((), jnp.int32)
+    for key, group_blocks in blocks.items():
+        new, bad = jax.vmap(rule.update_block, in_axes=(0, 0, None))(
+            factors[key], group_blocks, count
+        )
+        factors[key], failed = new, failed + jnp.sum(bad, dtype=jnp.int32)
+    return factors, failed
+
+
+def refresh_step(rule: KroneckerRule, factors: dict, exponents: dict) -> tuple[dict, Any]:
+    """``rule.refresh_factor`` on every factor (every block, every axis) of every group."""
+    factors, failed = dict(factors), jnp.zeros((), jnp.int32)
+    for key, e in exponents.items():
+        new = []
+        for f in factors[key]:
+            g, bad = jax.vmap(lambda x, e=e: rule.refresh_factor(x, e))(f)
+            new.append(g)
+            failed = failed + jnp.sum(jnp.asarray(bad, jnp.int32), dtype=jnp.int32)
+        factors[key] = tuple(new)
+    return factors, failed
+
+
+def precondition(rule: KroneckerRule, factors: dict, blocks: dict, exponents: dict) -> dict:
+    """``G x_1 P_1 ... x_p P_p`` for every block: each axis' factor applied along its axis."""
+
+    def one_block(fs, block, e):
+        for axis, f in enumerate(fs):
+            block = apply_along_axis(lambda y, f=f: rule.apply_factor(f, y, e), block, axis)
+        return block
+
+    return {
+        key: jax.vmap(lambda fs, b, e=exponents[key]: one_block(fs, b, e))(factors[key], group)
+        for key, group in blocks.items()
+    }
+
+
+def apply_graft(leaves, directions: dict[int, jax.Array], graft_leaves, *, rescale: bool, active):
+    """Per leaf: the preconditioned direction rescaled to the graft direction's norm
+    (``rescale``) where ``active``, else (and for graft-only leaves) the graft direction."""
+    out = []
+    for i, (g, gd) in enumerate(zip(leaves, graft_leaves, strict=True)):
+        if i not in directions:
+            out.append(gd.astype(g.dtype))
+            continue
+        direction = graft_norm(directions[i], gd) if rescale else directions[i]
+        out.append(jnp.where(active, direction, gd).astype(g.dtype))
+    return out
+
+
+def update_factors(rule: KroneckerRule, factors: dict, blocks: dict, layout: Layout, count, finite):
+    """:func:`statistics_step` (every ``rule.stats_every`` steps, skipped when the gradient
+    is not ``finite``), then :func:`refresh_step` (every ``rule.refresh_every`` steps);
+    returns the new factors and the number of failed decompositions."""
+    factors, failed_stats = jax.lax.cond(
+        finite & (count % rule.stats_every == 0),
+        lambda fs: statistics_step(rule, fs, blocks, count),
+        _unchanged,
+        factors,
+    )
+    factors, failed_refresh = jax.lax.cond(
+        count % rule.refresh_every == 0,
+        lambda fs: refresh_step(rule, fs, layout.exponents),
+        _unchanged,
+        factors,
+    )
+    return factors, failed_stats + failed_refresh
+
+
+def _unchanged(factors):
+    return dict(factors), jnp.zeros((), jnp.int32)
 
 
 def scale_by_kronecker(
     rule: KroneckerRule,
     *,
+    graft: optax.GradientTransformation | None,
     block_size: int = 1024,
     max_precond_dim: int = 4096,
-    b2: float = 0.999,
-    graft: str = "rmsprop",
-    graft_eps: float = 1e-8,
     start_preconditioning_step: int = 0,
     exponent_override: float | None = None,
     max_merged_dim: int | None = None,
@@ -150,146 +308,66 @@ def scale_by_kronecker(
 ) -> optax.GradientTransformation:
     """Precondition every axis of every block with ``rule``, then graft (see module doc).
 
-    For a parameter whose merged shape has ``p`` dimensions, the direction is
-    ``G x_1 P_1 x_2 P_2 ... x_p P_p`` per block, with ``P_i`` the factor's inverse root of
-    exponent ``1/(2p)`` (or ``exponent_override``), rescaled to the norm of the graft
-    direction. Before ``start_preconditioning_step`` and for graft-only parameters the
-    update is the graft direction. ``max_merged_dim`` (default ``block_size``) and
-    ``precondition_1d`` are the merging and vector options of :func:`plan_blocks`.
+    For a parameter whose merged shape has ``p`` dimensions, per block::
+
+        D = G x_1 P_1 x_2 P_2 ... x_p P_p,     update = D ||graft(G)|| / ||D||
+
+    with ``P_i`` the factor's inverse root of exponent ``1/(2p)`` (or ``exponent_override``)
+    and ``graft`` any scale-only optax transform (:func:`sketchy.grafting.as_graft` builds
+    the named ones); ``graft=None`` leaves ``D`` unscaled and uses the gradient itself
+    where a graft direction is needed. Before ``start_preconditioning_step`` and for
+    graft-only parameters the update is the graft direction. ``max_merged_dim`` (default
+    ``block_size``) and ``precondition_1d`` are the merging and vector options of
+    :func:`sketchy.blocking.plan_blocks`.
+
+    Each step, in order: the graft direction; :func:`update_factors` (the statistics and
+    refresh steps on their schedules); :func:`precondition`; :func:`apply_graft`.
     """
-    validate_common(
+    _validate_layout(
         block_size=block_size,
-        b2=b2,
-        graft=graft,
         start_preconditioning_step=start_preconditioning_step,
         max_precond_dim=max_precond_dim,
         max_merged_dim=max_merged_dim,
     )
-    graft_tx = graft_transform(graft, b2, graft_eps)
+    graft_tx = optax.identity() if graft is None else graft
 
-    def layout(leaves) -> tuple[list[BlockPlan | None], dict[str, list[int]]]:
-        """Per-leaf block plans, and the leaves of each group of equal block shape."""
-        leaf_plans = [
-            plan_blocks(x.shape, block_size, max_precond_dim, max_merged_dim, precondition_1d)
-            for x in leaves
-        ]
-        groups: dict[str, list[int]] = {}
-        for i, plan in enumerate(leaf_plans):
-            if plan is not None:
-                groups.setdefault(_group_key(plan.block_shape), []).append(i)
-        return leaf_plans, groups
-
-    def exponent(plan: BlockPlan) -> float:
-        return exponent_override if exponent_override else 1.0 / (2 * len(plan.merged))
+    layout = functools.partial(
+        plan_layout,
+        block_size=block_size,
+        max_precond_dim=max_precond_dim,
+        max_merged_dim=max_merged_dim,
+        precondition_1d=precondition_1d,
+        exponent_override=exponent_override,
+    )
+    shapes = lambda tree: [x.shape for x in jax.tree.leaves(tree)]  # noqa: E731
 
     def init_fn(params):
-        leaf_plans, groups = layout(jax.tree.leaves(params))
-        factors = {}
-        for key, members in groups.items():
-            n = sum(leaf_plans[i].total_blocks for i in members)
-            per_axis = []
-            for d in leaf_plans[members[0]].block_shape:
-                one = rule.init_factor(d)
-                per_axis.append(
-                    jax.tree.map(lambda a, n=n: jnp.broadcast_to(a, (n, *a.shape)), one)
-                )
-            factors[key] = tuple(per_axis)
+        factors = init_factors(rule, layout(shapes(params)))
         # Distinct buffers: a donated state must not alias one array in several fields.
         zero = lambda: jnp.zeros((), jnp.int32)  # noqa: E731
         return KroneckerState(zero(), graft_tx.init(params), factors, zero(), zero())
 
     def update_fn(updates, state, params=None):
         leaves, treedef = jax.tree.flatten(updates)
-        leaf_plans, groups = layout(leaves)
-        count = state.count
+        lay, count = layout(shapes(leaves)), state.count
         finite = all_finite(leaves)
 
         graft_dirs, graft_state = graft_tx.update(updates, state.graft, params)
         graft_state = keep_if(finite, graft_state, state.graft)
+
+        blocks = gather_blocks(leaves, lay)
+        factors, failed = update_factors(rule, dict(state.factors), blocks, lay, count, finite)
+        directions = scatter_blocks(precondition(rule, factors, blocks, lay.exponents), lay)
+        active = count >= start_preconditioning_step
         graft_leaves = jax.tree.leaves(graft_dirs)
-
-        # Blocks of every leaf with the same block shape go through one vmap: one
-        # decomposition per (group, axis) in the compiled program instead of one per leaf.
-        blocks = {
-            key: jnp.concatenate(
-                [
-                    # float32 at least (bf16 gradients), float64 kept when x64 is on.
-                    to_blocks(
-                        leaves[i].astype(jnp.promote_types(leaves[i].dtype, jnp.float32)),
-                        leaf_plans[i],
-                    )
-                    for i in members
-                ]
-            )
-            for key, members in groups.items()
-        }
-        group_exponent = {key: exponent(leaf_plans[m[0]]) for key, m in groups.items()}
-
-        def stats_step(factors):
-            factors, failed = dict(factors), jnp.zeros((), jnp.int32)
-            for key in groups:
-                new, bad = jax.vmap(rule.update_block, in_axes=(0, 0, None))(
-                    factors[key], blocks[key], count
-                )
-                factors[key], failed = new, failed + jnp.sum(bad, dtype=jnp.int32)
-            return factors, failed
-
-        def refresh_step(factors):
-            factors, failed = dict(factors), jnp.zeros((), jnp.int32)
-            for key in groups:
-                e = group_exponent[key]
-                new = []
-                for f in factors[key]:
-                    g, bad = jax.vmap(lambda x, e=e: rule.refresh_factor(x, e))(f)
-                    new.append(g)
-                    failed = failed + jnp.sum(jnp.asarray(bad, jnp.int32), dtype=jnp.int32)
-                factors[key] = tuple(new)
-            return factors, failed
-
-        def skip(factors):
-            return dict(factors), jnp.zeros((), jnp.int32)
-
-        factors = dict(state.factors)
-        do_stats = finite & (count % rule.stats_every == 0)
-        factors, failed_stats = jax.lax.cond(do_stats, stats_step, skip, factors)
-        do_refresh = count % rule.refresh_every == 0
-        factors, failed_refresh = jax.lax.cond(do_refresh, refresh_step, skip, factors)
-
-        directions: dict[int, jax.Array] = {}
-        for key, members in groups.items():
-            e = group_exponent[key]
-
-            def one_block(fs, block, e=e):
-                y = block
-                for f in fs:
-                    shape = y.shape
-                    y = rule.apply_factor(f, y.reshape(shape[0], -1), e).reshape(shape)
-                    y = jnp.moveaxis(y, 0, -1)  # after p moves the axes are back in order
-                return y
-
-            out_blocks = jax.vmap(one_block)(factors[key], blocks[key])
-            offset = 0
-            for i in members:
-                n = leaf_plans[i].total_blocks
-                directions[i] = from_blocks(out_blocks[offset : offset + n], leaf_plans[i])
-                offset += n
-
-        preconditioning = count >= start_preconditioning_step
-        out = []
-        for i, (g, gd) in enumerate(zip(leaves, graft_leaves, strict=True)):
-            if i not in directions:
-                out.append(gd.astype(g.dtype))
-                continue
-            direction = directions[i]
-            if graft != "none":
-                direction = graft_norm(direction, gd)
-            out.append(jnp.where(preconditioning, direction, gd).astype(g.dtype))
-
+        out = apply_graft(
+            leaves, directions, graft_leaves, rescale=graft is not None, active=active
+        )
         new_state = KroneckerState(
             count=optax.safe_increment(count),
             graft=graft_state,
             factors=factors,
-            failures=state.failures + failed_stats + failed_refresh,
+            failures=state.failures + failed,
             nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32),
         )
         return jax.tree.unflatten(treedef, out), new_state

@@ -31,13 +31,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sketchy.grafting import as_graft
 from sketchy.kronecker import (
     KroneckerRule,
     keep_if,
     per_axis_update,
     scale_by_kronecker,
+    validate_b2,
     validate_update_freq,
 )
+from sketchy.matrix_power import psd_power
 from sketchy.optimizer_chain import with_momentum_and_lr
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -51,19 +54,15 @@ class ShampooFactor(NamedTuple):
 
 
 def inverse_root(stat: jax.Array, exponent: float, eps: float, relative_eps: bool = True):
-    """``(stat + eps' I)^(-exponent)`` by ``eigh`` in float32 and whether it succeeded.
+    """``(stat + eps' I)^(-exponent)`` (:func:`sketchy.matrix_power.psd_power`), and whether
+    it succeeded.
 
-    Negative eigenvalues (rounding) are clipped to 0. Returns ``(root, ok, empty)``:
-    ``empty`` when ``stat`` has no positive eigenvalue (nothing to invert yet).
+    Returns ``(root, ok, empty)``: ``empty`` when ``stat`` has no positive eigenvalue
+    (nothing to invert yet).
     """
-    w, v = jnp.linalg.eigh(stat)
-    top = jnp.max(w)
-    floor = eps * top if relative_eps else eps
-    scale = (jnp.maximum(w, 0.0) + floor) ** (-exponent)
-    root = jnp.matmul(v * scale[None, :], v.T, precision=HIGHEST)
-    empty = top <= 0
+    root, top = psd_power(stat, -exponent, eps, relative_eps)
     ok = jnp.all(jnp.isfinite(root)) & jnp.isfinite(top)
-    return root, ok, empty
+    return root, ok, top <= 0
 
 
 def shampoo_rule(
@@ -114,7 +113,7 @@ def scale_by_shampoo(
     relative_eps: bool = True,
     update_freq: int = 10,
     start_preconditioning_step: int = 10,
-    graft: str = "rmsprop",
+    graft: str | optax.GradientTransformation | None = "rmsprop",
     graft_eps: float = 1e-8,
     max_precond_dim: int = 4096,
     exponent_override: float | None = None,
@@ -124,6 +123,16 @@ def scale_by_shampoo(
     precondition_1d: bool = False,
 ) -> optax.GradientTransformation:
     """Shampoo's preconditioned, grafted direction (no momentum, no learning rate).
+
+    Per block ``G`` of order ``p`` and each axis ``i`` (``G_(i)``: the ``d x n``
+    matricization), with ``c`` the step count::
+
+        if c % statistics_freq == 0:   L_i <- b2 L_i + (1 - b2) G_(i) G_(i)^T
+        if c % update_freq == 0:       P_i = (L_i + eps' I)^(-1/(2p))
+        D = G x_1 P_1 ... x_p P_p,     update = D ||graft(G)|| / ||D||
+
+    (``b2 = 1``: ``L_i`` is a sum.) Before ``start_preconditioning_step`` the update is
+    ``graft(G)``.
 
     Args:
       block_size: dims above it are split into equal blocks (:mod:`sketchy.blocking`).
@@ -152,6 +161,7 @@ def scale_by_shampoo(
 
     References: Gupta et al. 2018 (arXiv 1802.09568); Anil et al. 2020 (arXiv 2002.09018).
     """
+    validate_b2(b2)
     validate_update_freq(update_freq)
     if not isinstance(statistics_freq, int) or statistics_freq < 1:
         raise ValueError(f"statistics_freq must be an integer >= 1, got {statistics_freq!r}")
@@ -167,11 +177,9 @@ def scale_by_shampoo(
     )
     return scale_by_kronecker(
         rule,
+        graft=as_graft(graft, b2, graft_eps),
         block_size=block_size,
         max_precond_dim=max_precond_dim,
-        b2=b2,
-        graft=graft,
-        graft_eps=graft_eps,
         start_preconditioning_step=start_preconditioning_step,
         exponent_override=exponent_override,
         max_merged_dim=max_merged_dim,
@@ -192,7 +200,7 @@ def shampoo(
     relative_eps: bool = True,
     update_freq: int = 10,
     start_preconditioning_step: int = 10,
-    graft: str = "rmsprop",
+    graft: str | optax.GradientTransformation | None = "rmsprop",
     graft_eps: float = 1e-8,
     max_precond_dim: int = 4096,
     exponent_override: float | None = None,
@@ -203,6 +211,12 @@ def shampoo(
 ) -> optax.GradientTransformation:
     """Shampoo: :func:`scale_by_shampoo` + momentum ``b1`` (Nesterov), weight decay, -lr.
 
+    With ``D_t`` the grafted Shampoo direction of :func:`scale_by_shampoo`::
+
+        m_t = b1 m_{t-1} + D_t
+        x_{t+1} = x_t - lr_t (D_t + b1 m_t + wd x_t)     (nesterov; else m_t + wd x_t)
+
+    A step with a non-finite gradient changes nothing (parameters, statistics, momentum).
     See :func:`scale_by_shampoo` for the preconditioner's arguments and
     :func:`sketchy.optimizer_chain.with_momentum_and_lr` for the rest.
     """

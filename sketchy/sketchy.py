@@ -48,10 +48,12 @@ from sketchy.frequent_directions import (
     fd_inverse_root_apply,
     fd_update,
 )
+from sketchy.grafting import as_graft
 from sketchy.kronecker import (
     KroneckerRule,
     per_axis_update,
     scale_by_kronecker,
+    validate_b2,
     validate_update_freq,
 )
 from sketchy.optimizer_chain import with_momentum_and_lr
@@ -101,7 +103,7 @@ def scale_by_sketchy(
     relative_eps: bool = True,
     update_freq: int = 10,
     start_preconditioning_step: int = 10,
-    graft: str = "rmsprop",
+    graft: str | optax.GradientTransformation | None = "rmsprop",
     graft_eps: float = 1e-8,
     max_precond_dim: int = 4096,
     exponent_override: float | None = None,
@@ -112,6 +114,20 @@ def scale_by_sketchy(
     fd_chunk: int | None = None,
 ) -> optax.GradientTransformation:
     """Sketchy's (S-Shampoo's) preconditioned, grafted direction (no momentum, no lr).
+
+    Per block ``G`` of order ``p`` and each axis ``i`` (``G_(i)``: the ``d x n``
+    matricization), with ``c`` the step count::
+
+        if c % update_freq == 0:   (U_i, lam_i), rho = FD_k(b2 U_i diag(lam_i) U_i^T
+                                                        + G_(i) G_(i)^T)
+                                   tau_i <- b2 tau_i + rho
+        P_i = U_i diag((lam_i + tau_i + eps')^(-1/(2p))) U_i^T
+              + (tau_i + eps')^(-1/(2p)) (I - U_i U_i^T)
+        D = G x_1 P_1 ... x_p P_p,      update = D ||graft(G)|| / ||D||
+
+    ``FD_k`` keeps the top ``k = rank`` eigenpairs and returns the ``(k+1)``-th eigenvalue
+    ``rho`` subtracted from them (the escaped mass); ``eps' = eps lambda_max`` if
+    ``relative_eps``. Before ``start_preconditioning_step`` the update is ``graft(G)``.
 
     Args:
       rank: directions ``k`` kept per factor (the paper's ``l - 1``; paper runs: 256).
@@ -135,6 +151,7 @@ def scale_by_sketchy(
     """
     if not isinstance(rank, int) or rank < 1:
         raise ValueError(f"rank must be an integer >= 1, got {rank!r}")
+    validate_b2(b2)
     validate_update_freq(update_freq)
     if eps < 0:
         raise ValueError(f"eps must be >= 0, got {eps!r}")
@@ -156,11 +173,9 @@ def scale_by_sketchy(
     )
     return scale_by_kronecker(
         rule,
+        graft=as_graft(graft, b2, graft_eps),
         block_size=block_size,
         max_precond_dim=max_precond_dim,
-        b2=b2,
-        graft=graft,
-        graft_eps=graft_eps,
         start_preconditioning_step=start_preconditioning_step,
         exponent_override=exponent_override,
         max_merged_dim=max_merged_dim,
@@ -182,7 +197,7 @@ def sketchy(
     relative_eps: bool = True,
     update_freq: int = 10,
     start_preconditioning_step: int = 10,
-    graft: str = "rmsprop",
+    graft: str | optax.GradientTransformation | None = "rmsprop",
     graft_eps: float = 1e-8,
     max_precond_dim: int = 4096,
     exponent_override: float | None = None,
@@ -194,6 +209,13 @@ def sketchy(
 ) -> optax.GradientTransformation:
     """Sketchy (S-Shampoo): :func:`scale_by_sketchy` + momentum, weight decay, -lr.
 
+    With ``D_t`` the grafted Sketchy direction of :func:`scale_by_sketchy` (FD-sketched
+    Kronecker factors ``P_i``, ``D = G x_1 P_1 ... x_p P_p`` rescaled to ``||graft(G)||``)::
+
+        m_t = b1 m_{t-1} + D_t
+        x_{t+1} = x_t - lr_t (D_t + b1 m_t + wd x_t)     (nesterov; else m_t + wd x_t)
+
+    A step with a non-finite gradient changes nothing (parameters, statistics, momentum).
     See :func:`scale_by_sketchy` for the preconditioner's arguments and
     :func:`sketchy.optimizer_chain.with_momentum_and_lr` for the rest.
     """
