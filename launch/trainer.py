@@ -19,7 +19,7 @@ import jax
 from tqdm.auto import tqdm
 
 from launch import mesh as mesh_lib
-from launch import validation
+from launch import profiling, sharding, validation
 from launch.checkpointing import Checkpointer, state_signature
 from launch.errors import NonFiniteError, UserError, warn
 from launch.metrics_log import MetricsLog
@@ -34,13 +34,14 @@ logging.getLogger("absl").setLevel(logging.WARNING)
 logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 
 
-def _check_batch_sizes(trainer_cfg, n_data: int) -> None:
+def _check_batch_sizes(trainer_cfg, n_data: int, axes=("data",)) -> None:
+    where = f"mesh's {' x '.join(axes)} axis" + ("es" if len(axes) > 1 else "")
     for name in ("batch_size", "eval_batch_size"):
         size = trainer_cfg[name]
         if size < 1 or size % n_data:
             raise UserError(
-                f"trainer.{name}={size} is not divisible by the {n_data} devices of the mesh's "
-                f"data axis: use a positive multiple of {n_data}"
+                f"trainer.{name}={size} is not divisible by the {n_data} devices of the {where}: "
+                f"use a positive multiple of {n_data}"
             )
 
 
@@ -163,11 +164,20 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
     tcfg = cfg.trainer
     run_dir = Path(cfg.run_dir)
 
-    # ---- Mesh: named axes, batch sharded on `data`, everything else replicated.
-    mesh_lib.maybe_initialize_distributed(cfg.mesh.distributed)
-    mesh = mesh_lib.make_mesh(dict(cfg.mesh.axes))
-    n_data = mesh.shape["data"]
-    _check_batch_sizes(tcfg, n_data)
+    # ---- Mesh: named axes; batch, parameters and optimizer state placed by `mesh.*`.
+    mcfg = cfg.mesh
+    mesh_lib.maybe_initialize_distributed(
+        mcfg.distributed,
+        **{k: mcfg.get(k) for k in ("coordinator_address", "num_processes", "process_id")},
+    )
+    mesh_lib.check_expected(mcfg.get("expect"), cfg.get("choices", {}).get("mesh"))
+    mesh = mesh_lib.make_mesh(dict(mcfg.axes))
+    layout = sharding.layout_of(mcfg, mesh)
+    n_data = sharding.batch_shards(mesh, layout)
+    _check_batch_sizes(tcfg, n_data, layout.batch_axes)
+    profiler = profiling.StepProfiler(
+        profiling.check_steps(tcfg.get("profile_steps"), tcfg.steps), run_dir
+    )
     main_process = jax.process_index() == 0
 
     # ---- Abstract init and shardings.
@@ -182,7 +192,7 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
     if main_process:
         validation.check_free_space(run_dir, state_nbytes, tcfg.keep_checkpoints)
     repl = mesh_lib.replicated(mesh)
-    state_sharding = jax.tree.map(lambda _: repl, abstract)
+    state_sharding = sharding.train_state_shardings(mesh, layout, abstract)
 
     # ---- Jitted init and update (the state is donated: no second copy of the optimizer).
     init_fn = jax.jit(init, out_shardings=state_sharding)
@@ -209,7 +219,7 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
     start = int(state.step)
 
     # ---- Data: the first batch and every evaluation split, before anything is written.
-    put = functools.partial(mesh_lib.put_batch, mesh=mesh)
+    put = functools.partial(mesh_lib.put_batch, mesh=mesh, axes=layout.batch_axes)
     data = _first_batch(workload, tcfg, cfg.seed, n_data, start)
     if on_ready is not None:
         on_ready()
@@ -228,6 +238,7 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
     static = {f"optimizer/bytes_{k}": v for k, v in mem.items()}
     static |= {f"optimizer/bytes_per_param_{k}": v / (4 * n_params) for k, v in mem.items()}
     static |= {"model/num_params": n_params, "mesh/data": n_data}
+    static |= sharding.report(mesh, abstract, state_sharding)
     if resumed_from is not None:
         static["resumed_from_step"] = resumed_from
     log.log(start, static)
@@ -278,7 +289,9 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
                 step_fn = step_fn.lower(state, batch).compile()
                 log.log(step, {"compile_time_s": time.time() - t0})
                 t_last = time.time()
-            state, metrics = step_fn(state, batch)
+            with profiler.step(step + 1):
+                state, metrics = step_fn(state, batch)
+            profiler.after(step + 1, state)
             done, steps_since = step + 1, steps_since + 1
             if pending is not None and policy.observe(*pending):
                 diverged = True
@@ -302,7 +315,7 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
                 bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
                 t_last, steps_since = time.time(), 0
             if tcfg.spectra_every and done % tcfg.spectra_every == 0:
-                summary = summarize_spectra(state.opt_state)
+                summary = summarize_spectra(mesh_lib.host_readable(state.opt_state, mesh))
                 log.log(done, {f"spectra/{k}": v for k, v in summary.items()})
             if tcfg.eval_every and done % tcfg.eval_every == 0 and done < tcfg.steps:
                 evaluate(done, tcfg.eval_splits)
@@ -324,6 +337,7 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
             pass
         raise
     finally:
+        profiler.close()
         sigterm.restore()
         bar.close()
 
