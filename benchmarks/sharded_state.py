@@ -39,7 +39,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
+from jax.sharding import AxisType, NamedSharding, PartitionSpec  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from param_shapes import SETS as SHAPE_SETS  # noqa: E402
@@ -80,7 +80,8 @@ def stored_per_device(tree) -> int:
 
 def measure(tx, shapes: dict, n: int, sharded: bool, cycles: int) -> dict:
     """Bytes per device and step times of ``tx`` on a ``data`` mesh of the first n devices."""
-    mesh = jax.make_mesh((n,), ("data",), devices=jax.devices()[:n])
+    # Auto axes (as the trainer's mesh): shardings propagate from the jit's in/out shardings.
+    mesh = jax.make_mesh((n,), ("data",), axis_types=(AxisType.Auto,), devices=jax.devices()[:n])
     repl = NamedSharding(mesh, PartitionSpec())
     keys = jax.random.split(jax.random.key(0), len(shapes))
     params = {k: jax.device_put(jnp.zeros(s, jnp.float32), repl) for k, s in shapes.items()}
@@ -135,9 +136,9 @@ def table(set_name: str, tx, shapes: dict, devices: list[int], cycles: int) -> d
         one = sh["bytes"] / rows[1]["sharded"]["bytes"] if 1 in rows else float("nan")
 
         def ms(r):
-            return f"{r['steady_ms']:.0f}, {r['refresh_ms']:.0f}, {r['amortized_ms']:.0f}"
+            return f"{r['steady_ms']:.1f}, {r['refresh_ms']:.1f}, {r['amortized_ms']:.1f}"
 
-        print(f"| {n} | {rep['bytes'] / 2**20:.1f} | {sh['bytes'] / 2**20:.1f} | "
+        print(f"| {n} | {rep['bytes'] / 2**20:.2f} | {sh['bytes'] / 2**20:.2f} | "
               f"{sh['bytes'] / rep['bytes']:.3f} | {one:.3f} | {ms(rep)} | {ms(sh)} | "
               f"{sh['amortized_ms'] / rep['amortized_ms']:.2f} |", flush=True)  # fmt: skip
     return rows

@@ -24,6 +24,10 @@ about ``1/N`` of it and XLA's SPMD partitioner splits the work that produces it:
 No padding: a split is used only where it divides the dimension, because the state's
 shapes are the optimizer's (padding would change them and its checkpoints).
 
+Use a mesh with ``Auto`` axes (``jax.make_mesh(..., axis_types=(AxisType.Auto,) * k)``):
+the specs are the jitted step's input and output shardings and XLA propagates them through
+the optimizer; with ``Explicit`` axes JAX would type-check every operation's sharding.
+
     specs = sharding.state_specs(jax.eval_shape(tx.init, params), mesh, axes=("data",))
     state = jax.jit(tx.init, out_shardings=sharding.named(mesh, specs))(params)
 """
