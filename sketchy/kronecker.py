@@ -110,7 +110,10 @@ def all_finite(leaves) -> jax.Array:
     tensors: 26,580 ``and`` instructions, and 3x the compile time of the float sums).
     """
     total = sum(jnp.sum(x * jnp.zeros((), x.dtype), dtype=jnp.float32) for x in leaves)
-    return jnp.isfinite(jnp.asarray(total, jnp.float32))
+    # The barrier makes XLA compute the flag once: left alone, its fusion pass copies the
+    # whole sum (one add per leaf) into every consumer's fusion, i.e. per leaf (measured on
+    # ResNet-50: 26,000 scalar adds, 60% of the update's instructions).
+    return jax.lax.optimization_barrier(jnp.isfinite(jnp.asarray(total, jnp.float32)))
 
 
 def validate_b2(b2) -> None:

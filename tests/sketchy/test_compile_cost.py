@@ -53,3 +53,13 @@ def test_all_finite_matches_isfinite(bad, dtype):
         broken = list(leaves)
         broken[i] = broken[i].at[(0,) * broken[i].ndim].set(bad)
         assert not bool(check(broken))
+
+
+def test_finiteness_flag_is_computed_once():
+    """XLA's fusion pass copies a cheap scalar into every consumer's fusion: the finiteness
+    flag (one add per leaf) was recomputed inside every leaf's graft and select fusions,
+    quadratic in the number of leaves (26,000 scalar adds, 60% of the instructions of
+    ResNet-50's update; compile time -33%). With the barrier the sum is emitted once."""
+    text = compiled_text(sketchy.sketchy(1e-3, rank=16, block_size=128))
+    scalar_adds = len(re.findall(r"= f32\[\] add\(", text))
+    assert scalar_adds < 10 * len(SHAPES), scalar_adds  # measured: 76 with, 263 without
