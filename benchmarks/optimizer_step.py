@@ -41,6 +41,7 @@ import optax
 
 sys.path.insert(0, os.path.dirname(__file__))
 from param_shapes import SETS, count  # noqa: E402
+from step_timing import time_cycles  # noqa: E402
 
 import sketchy  # noqa: E402
 from sketchy import memory  # noqa: E402
@@ -122,18 +123,11 @@ def measure(tx: optax.GradientTransformation, shapes: dict, cycles: int) -> dict
     t0 = time.perf_counter()
     update = jax.jit(tx.update, donate_argnums=1).lower(grads, state, params).compile()
     compile_s = time.perf_counter() - t0
-    steady, refresh = [], []
-    for step in range(cycles * F + 1):
-        t0 = time.perf_counter()
-        _, state = update(grads, state, params)
-        jax.block_until_ready(state)
-        dt = time.perf_counter() - t0
-        if step == 0:
-            continue  # first call also pays for allocation
-        (refresh if step % F == 0 else steady).append(dt)
+    steady_s, refresh_s, state = time_cycles(
+        lambda st: update(grads, st, params)[1], state, cycles, F
+    )
     per_param = memory.bytes_per_param(state, params)
-    steady_ms = 1e3 * float(np.median(steady))
-    refresh_ms = 1e3 * float(np.median(refresh)) if refresh else float("nan")
+    steady_ms, refresh_ms = 1e3 * steady_s, 1e3 * refresh_s
     return {
         "compile_s": compile_s,
         "steady_ms": steady_ms,

@@ -43,6 +43,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from param_shapes import SETS as SHAPE_SETS  # noqa: E402
+from step_timing import time_cycles  # noqa: E402
 
 import sketchy  # noqa: E402
 from sketchy import sharding  # noqa: E402
@@ -104,14 +105,9 @@ def measure(tx, shapes: dict, n: int, sharded: bool, cycles: int) -> dict:
     fn = jax.jit(step, out_shardings=(repl, state_shardings), donate_argnums=(0, 1))
     fn = fn.lower(params, state, grads).compile()
     compile_s = time.perf_counter() - t0
-    steady, refresh = [], []
-    for i in range(cycles * F + 1):
-        t0 = time.perf_counter()
-        params, state = fn(params, state, grads)
-        jax.block_until_ready(state)
-        if i:  # i == 0 also pays first-call costs
-            (refresh if i % F == 0 else steady).append(time.perf_counter() - t0)
-    steady_s, refresh_s = float(np.median(steady)), float(np.median(refresh))
+    steady_s, refresh_s, (params, state) = time_cycles(
+        lambda c: fn(*c, grads), (params, state), cycles, F
+    )
     return {
         "bytes": stored_per_device(state),
         "compile_s": compile_s,
