@@ -4,12 +4,15 @@ One run, on N virtual CPU devices (``--xla_force_host_platform_device_count``, s
 before JAX starts). For each parameter set (``resnet50``: ResNet-50's 161 tensors;
 ``gnn``: the ogbg-molpcba GraphNetwork at paper size) and each N, the optimizer step
 (``tx.update`` + ``apply_updates``: statistics every step, a refresh every ``F`` steps) is
-jitted on a ``data`` mesh of the first N devices twice: with the state replicated, and
-sharded by :mod:`sketchy.sharding` (the trainer's ``mesh=data``: parameters and gradients
-replicated, as after the data-parallel all-reduce; state split over ``data``). Printed per
-N: optimizer bytes per device (summed from the arrays' shards on each device), the ratio
-sharded / replicated, the median steady and refresh step, the amortized step
-``((F - 1) steady + refresh) / F`` and its ratio sharded / replicated.
+jitted on a ``data`` mesh of the first N devices three times: with the state replicated;
+sharded by :mod:`sketchy.sharding` (parameters and gradients replicated, as after the
+data-parallel all-reduce; state split over ``data``), decompositions placed by XLA; and
+sharded with the decompositions split over the devices by blocks (``block_sharding``:
+what the trainer's ``mesh=data`` does). Printed per N: optimizer bytes per device (summed
+from the arrays' shards on each device), the ratio sharded / replicated, the median steady
+and refresh step, the amortized step ``((F - 1) steady + refresh) / F``, its ratio split /
+replicated, and the refresh ratio split / sharded (what splitting by blocks buys where a
+group's block count is not a multiple of N).
 
 Reading the times: the N virtual devices share this machine's cores, so a replicated state
 makes each of them repeat the whole update (N times the work of one), while a sharded one
@@ -21,6 +24,7 @@ is memory and the redundant refresh; the ratio here bounds the partitioning over
 """
 
 import argparse
+import functools
 import os
 import sys
 
@@ -63,8 +67,10 @@ def gnn_shapes() -> dict[str, tuple[int, ...]]:
 SETS = {**SHAPE_SETS, "gnn": gnn_shapes}
 
 
-def optimizer(name: str, rank: int) -> optax.GradientTransformation:
-    common = dict(update_freq=F, start_preconditioning_step=0, block_size=1024)
+def optimizer(name: str, rank: int, block_sharding=None) -> optax.GradientTransformation:
+    common = dict(
+        update_freq=F, start_preconditioning_step=0, block_size=1024, block_sharding=block_sharding
+    )
     if name == "shampoo":
         return sketchy.shampoo(1e-3, **common)
     return sketchy.sketchy(1e-3, rank=rank, **common)
@@ -79,11 +85,19 @@ def stored_per_device(tree) -> int:
     return max(per.values())
 
 
-def measure(tx, shapes: dict, n: int, sharded: bool, cycles: int) -> dict:
-    """Bytes per device and step times of ``tx`` on a ``data`` mesh of the first n devices."""
+LAYOUTS = ("replicated", "sharded", "split")
+
+
+def measure(make_tx, shapes: dict, n: int, layout: str, cycles: int) -> dict:
+    """Bytes per device and step times on a ``data`` mesh of the first n devices; ``layout``:
+    ``replicated`` state, ``sharded`` state (decompositions where XLA puts them), or
+    ``split``: sharded, with the decompositions split over devices by blocks
+    (``block_sharding``, what the trainer does)."""
     # Auto axes (as the trainer's mesh): shardings propagate from the jit's in/out shardings.
     mesh = jax.make_mesh((n,), ("data",), axis_types=(AxisType.Auto,), devices=jax.devices()[:n])
     repl = NamedSharding(mesh, PartitionSpec())
+    split = n > 1 and layout == "split"
+    tx = make_tx(block_sharding=NamedSharding(mesh, PartitionSpec("data")) if split else None)
     keys = jax.random.split(jax.random.key(0), len(shapes))
     params = {k: jax.device_put(jnp.zeros(s, jnp.float32), repl) for k, s in shapes.items()}
     grads = {
@@ -91,7 +105,7 @@ def measure(tx, shapes: dict, n: int, sharded: bool, cycles: int) -> dict:
         for key, (k, s) in zip(keys, shapes.items(), strict=True)
     }
     abstract = jax.eval_shape(tx.init, params)
-    if sharded:
+    if layout != "replicated":
         state_shardings = sharding.named(mesh, sharding.state_specs(abstract, mesh))
     else:
         state_shardings = jax.tree.map(lambda _: repl, abstract)
@@ -117,26 +131,28 @@ def measure(tx, shapes: dict, n: int, sharded: bool, cycles: int) -> dict:
     }
 
 
-def table(set_name: str, tx, shapes: dict, devices: list[int], cycles: int) -> dict:
+def table(set_name: str, make_tx, shapes: dict, devices: list[int], cycles: int) -> dict:
     print(f"\n## {set_name}: {len(shapes)} tensors, {sum(map(np.prod, shapes.values())):,.0f}"
           " parameters\n")  # fmt: skip
     header = ["N", "replicated MB/device", "sharded MB/device", "sharded / replicated",
               "sharded / (N=1)", "replicated ms (steady, refresh, amortized)",
-              "sharded ms (steady, refresh, amortized)", "step sharded / replicated"]  # fmt: skip
+              "sharded ms (steady, refresh, amortized)",
+              "sharded + split decompositions ms (steady, refresh, amortized)",
+              "step split / replicated", "refresh split / sharded"]  # fmt: skip
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header), flush=True)
     rows = {}
     for n in devices:
-        rep = measure(tx, shapes, n, sharded=False, cycles=cycles)
-        sh = measure(tx, shapes, n, sharded=True, cycles=cycles)
-        rows[n] = {"replicated": rep, "sharded": sh}
+        rows[n] = {k: measure(make_tx, shapes, n, k, cycles) for k in LAYOUTS}
+        rep, sh, sp = (rows[n][k] for k in LAYOUTS)
         one = sh["bytes"] / rows[1]["sharded"]["bytes"] if 1 in rows else float("nan")
 
         def ms(r):
             return f"{r['steady_ms']:.1f}, {r['refresh_ms']:.1f}, {r['amortized_ms']:.1f}"
 
         print(f"| {n} | {rep['bytes'] / 2**20:.2f} | {sh['bytes'] / 2**20:.2f} | "
-              f"{sh['bytes'] / rep['bytes']:.3f} | {one:.3f} | {ms(rep)} | {ms(sh)} | "
-              f"{sh['amortized_ms'] / rep['amortized_ms']:.2f} |", flush=True)  # fmt: skip
+              f"{sh['bytes'] / rep['bytes']:.3f} | {one:.3f} | {ms(rep)} | {ms(sh)} | {ms(sp)} | "
+              f"{sp['amortized_ms'] / rep['amortized_ms']:.2f} | "
+              f"{sp['refresh_ms'] / sh['refresh_ms']:.2f} |", flush=True)  # fmt: skip
     return rows
 
 
@@ -153,12 +169,12 @@ def main(argv=None) -> dict:
             f"error: --devices {max(args.devices)} but only {jax.device_count()} devices: "
             f"unset XLA_FLAGS (this script asks for 8 virtual CPU devices) or use fewer"
         )
-    tx = optimizer(args.optimizer, args.rank)
+    make_tx = functools.partial(optimizer, args.optimizer, args.rank)
     name = args.optimizer + (f" r{args.rank}" if args.optimizer == "sketchy" else "")
     print(f"# {name}, block_size 1024, update_freq {F}; jax {jax.__version__}, "
           f"{platform.processor() or platform.machine()} {os.cpu_count()} cpus, "
           f"{jax.device_count()} virtual devices")  # fmt: skip
-    return {s: table(s, tx, SETS[s](), args.devices, args.cycles) for s in args.sets}
+    return {s: table(s, make_tx, SETS[s](), args.devices, args.cycles) for s in args.sets}
 
 
 if __name__ == "__main__":

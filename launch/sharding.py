@@ -14,6 +14,7 @@
 Model state (BatchNorm statistics), the step and the RNG key stay replicated.
 """
 
+import inspect
 import math
 from typing import NamedTuple
 
@@ -77,6 +78,19 @@ def layout_of(mcfg, mesh: Mesh) -> Layout:
 def batch_shards(mesh: Mesh, layout: Layout) -> int:
     """Into how many row blocks a batch is split (the product of the batch axes' sizes)."""
     return math.prod(mesh.shape[a] for a in layout.batch_axes)
+
+
+def optimizer_options(make_optimizer, mesh: Mesh, layout: Layout) -> dict:
+    """Arguments the trainer adds to the optimizer for this mesh: ``block_sharding`` when
+    the state is split over more than one device and the optimizer takes it (Shampoo,
+    Sketchy), so their decompositions are split over those devices by blocks
+    (:func:`sketchy.kronecker.map_blocks`) rather than repeated on each."""
+    axes = tuple(dict.fromkeys((*layout.param_axes, *layout.state_axes)))
+    if math.prod(mesh.shape[a] for a in axes) <= 1:
+        return {}
+    if "block_sharding" not in inspect.signature(make_optimizer).parameters:
+        return {}
+    return {"block_sharding": NamedSharding(mesh, PartitionSpec(axes))}
 
 
 def train_state_shardings(mesh: Mesh, layout: Layout, abstract: TrainState) -> TrainState:

@@ -24,6 +24,7 @@ from launch.checkpointing import Checkpointer, state_signature
 from launch.errors import NonFiniteError, UserError, warn
 from launch.metrics_log import MetricsLog
 from launch.run_record import trainer_record, write_record
+from launch.sketch_health_log import SketchHealth
 from launch.train_step import init_train_state, train_step
 from sketchy import memory, spectra
 from sketchy.kronecker import optimizer_counters
@@ -130,8 +131,11 @@ def _spectra_summarizer(tcfg, tx, params):
         except ValueError as e:
             raise UserError(f"trainer.spectra_first_layer: {e}") from None
 
-    def summarize(opt_state):
+    health = SketchHealth.from_config(tcfg, tx, params)  # escaped shares; warns once
+
+    def summarize(opt_state, step):
         out = spectra.spectra_summary(opt_state, k=tcfg.spectra_top_k)
+        out |= health(opt_state, step) if health is not None else {}
         share = spectra.top_quarter_share(opt_state, owned) if owned is not None else None
         if share is not None:
             out["first_layer_top_quarter_share"] = share
@@ -181,7 +185,9 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
     main_process = jax.process_index() == 0
 
     # ---- Abstract init and shardings.
-    tx = make_optimizer(learning_rate=schedule)
+    tx = make_optimizer(
+        learning_rate=schedule, **sharding.optimizer_options(make_optimizer, mesh, layout)
+    )
     init = functools.partial(init_train_state, workload, tx)
     rng = jax.random.PRNGKey(cfg.seed)
     abstract = jax.eval_shape(init, rng)
@@ -315,7 +321,7 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
                 bar.set_postfix(loss=f"{metrics['train/loss']:.4f}")
                 t_last, steps_since = time.time(), 0
             if tcfg.spectra_every and done % tcfg.spectra_every == 0:
-                summary = summarize_spectra(mesh_lib.host_readable(state.opt_state, mesh))
+                summary = summarize_spectra(mesh_lib.host_readable(state.opt_state, mesh), done)
                 log.log(done, {f"spectra/{k}": v for k, v in summary.items()})
             if tcfg.eval_every and done % tcfg.eval_every == 0 and done < tcfg.steps:
                 evaluate(done, tcfg.eval_splits)

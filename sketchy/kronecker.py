@@ -16,21 +16,18 @@ the library does) to also skip the step and protect momentum.
 """
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding
 
-from sketchy.blocking import (
-    apply_along_axis,
-    from_blocks,
-    matricize,
-    plan_blocks,
-    to_blocks,
-)
+from sketchy.blocking import apply_along_axis, matricize
 from sketchy.grafting import graft_norm
+from sketchy.layout import Layout, gather_blocks, plan_layout, scatter_blocks
 
 FactorState = Any  # a NamedTuple of arrays, one per (block, axis)
 
@@ -44,20 +41,25 @@ class KroneckerRule(NamedTuple):
         step for one block (a tuple of factor states, one per axis). Use
         :func:`per_axis_update` when axes are independent.
       refresh_factor: ``(factor, exponent) -> (factor, failed)``: recompute the inverse root
-        ``(.)^(-exponent)``; on failure return the input unchanged.
+        ``(.)^(-exponent)``; on failure return the input unchanged. ``None``: no refresh
+        (the statistics step keeps the factor ready to apply).
       apply_factor: ``(factor, y, exponent) -> y``: multiply the ``[d, n]`` matrix ``y``
         (the axis first) by the factor's inverse root.
       stats_every: run ``update_block`` when ``count % stats_every == 0``.
       refresh_every: run ``refresh_factor`` when ``count % refresh_every == 0`` (after the
         statistics step of the same count).
+      statistics_decompose: ``update_block`` runs a decomposition (an FD step), so it is
+        split over devices by blocks like the refresh (:func:`map_blocks`); a product
+        update (Shampoo's ``G G^T``) is not: XLA splits it along a matrix dim as stored.
     """
 
     init_factor: Callable[[int], FactorState]
     update_block: Callable[[tuple, jax.Array, jax.Array], tuple[tuple, jax.Array]]
-    refresh_factor: Callable[[FactorState, float], tuple[FactorState, jax.Array]]
+    refresh_factor: Callable[[FactorState, float], tuple[FactorState, jax.Array]] | None
     apply_factor: Callable[[FactorState, jax.Array, float], jax.Array]
     stats_every: int
     refresh_every: int
+    statistics_decompose: bool = False
 
 
 class KroneckerState(NamedTuple):
@@ -137,79 +139,6 @@ def _validate_layout(*, block_size, start_preconditioning_step, max_precond_dim,
         raise ValueError(f"max_precond_dim must be >= 1, got {max_precond_dim!r}")
 
 
-def _group_key(block_shape: tuple[int, ...]) -> str:
-    return "x".join(str(d) for d in block_shape)
-
-
-class Layout(NamedTuple):
-    """How the leaves of a gradient pytree are preconditioned; static (shapes only).
-
-    Attributes:
-      plans: per leaf, its :class:`BlockPlan` or ``None`` (graft-only).
-      groups: ``{block shape key: leaf indices}``: every leaf whose blocks have that shape,
-        in flattening order. Their blocks are stacked and go through one ``vmap``: one
-        decomposition per (group, axis) in the compiled program instead of one per leaf.
-      exponents: ``{block shape key: root exponent}``: ``1/(2p)`` for order ``p``, or overridden.
-    """
-
-    plans: tuple
-    groups: dict[str, tuple[int, ...]]
-    exponents: dict[str, float]
-
-
-def plan_layout(
-    shapes,
-    *,
-    block_size: int,
-    max_precond_dim: int,
-    max_merged_dim: int | None = None,
-    precondition_1d: bool = False,
-    exponent_override: float | None = None,
-) -> Layout:
-    """The :class:`Layout` of leaves with these shapes (see :func:`plan_blocks`)."""
-    plans = tuple(
-        plan_blocks(s, block_size, max_precond_dim, max_merged_dim, precondition_1d) for s in shapes
-    )
-    groups: dict[str, list[int]] = {}
-    for i, plan in enumerate(plans):
-        if plan is not None:
-            groups.setdefault(_group_key(plan.block_shape), []).append(i)
-    exponents = {
-        key: exponent_override or 1.0 / (2 * len(plans[members[0]].merged))
-        for key, members in groups.items()
-    }
-    return Layout(plans, {k: tuple(v) for k, v in groups.items()}, exponents)
-
-
-def gather_blocks(leaves, layout: Layout) -> dict[str, jax.Array]:
-    """``{key: [blocks of every member leaf, *block_shape]}``, in float32 at least."""
-    return {
-        key: jnp.concatenate(
-            [
-                # float32 at least (bf16 gradients), float64 kept when x64 is on.
-                to_blocks(
-                    leaves[i].astype(jnp.promote_types(leaves[i].dtype, jnp.float32)),
-                    layout.plans[i],
-                )
-                for i in members
-            ]
-        )
-        for key, members in layout.groups.items()
-    }
-
-
-def scatter_blocks(blocks: dict[str, jax.Array], layout: Layout) -> dict[int, jax.Array]:
-    """Inverse of :func:`gather_blocks`: ``{leaf index: parameter-shaped array}``."""
-    out: dict[int, jax.Array] = {}
-    for key, members in layout.groups.items():
-        offset = 0
-        for i in members:
-            n = layout.plans[i].total_blocks
-            out[i] = from_blocks(blocks[key][offset : offset + n], layout.plans[i])
-            offset += n
-    return out
-
-
 def init_factors(rule: KroneckerRule, layout: Layout) -> dict:
     """``{key: per-axis factor states}``, each stacked over the group's blocks."""
     factors = {}
@@ -222,24 +151,60 @@ def init_factors(rule: KroneckerRule, layout: Layout) -> dict:
     return factors
 
 
-def statistics_step(rule: KroneckerRule, factors: dict, blocks: dict, count) -> tuple[dict, Any]:
-    """``rule.update_block`` on every block of every group; returns the failure count."""
+def map_blocks(fn: Callable, stacked, block_sharding: NamedSharding | None = None):
+    """``vmap(fn)(*stacked)`` over the leading (block) axis of every array in ``stacked``.
+
+    With ``block_sharding`` (a sharding whose spec splits the leading axis over mesh axes of
+    total size ``N``), the blocks are padded with zero blocks to a multiple of ``N`` and laid
+    out along those axes first, so each device runs ``fn`` (a decomposition) on its own
+    ``ceil(n / N)`` blocks; the outputs are cut back to the ``n`` real blocks. Why: XLA
+    splits an axis only where ``N`` divides it, so a group of, say, 3 blocks on 8 devices is
+    stored split along a matrix dimension, and each device would gather every factor whole
+    and repeat every decomposition. The padded blocks cost their decomposition and nothing
+    else (their outputs, failure flags included, are dropped).
+    """
+    if block_sharding is None:
+        return jax.vmap(fn)(*stacked)
+    entry = block_sharding.spec[0] if block_sharding.spec else None
+    names = (entry,) if isinstance(entry, str) else tuple(entry or ())
+    size = math.prod(block_sharding.mesh.shape[a] for a in names)
+    n = jax.tree.leaves(stacked)[0].shape[0]
+    pad = -n % size
+
+    def lay_out(x):
+        x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1)) if pad else x
+        return jax.lax.with_sharding_constraint(x, block_sharding)
+
+    out = jax.vmap(fn)(*jax.tree.map(lay_out, stacked))
+    return jax.tree.map(lambda x: x[:n], out)
+
+
+def statistics_step(
+    rule: KroneckerRule, factors: dict, blocks: dict, count, block_sharding=None
+) -> tuple[dict, Any]:
+    """``rule.update_block`` on every block of every group (split over devices by
+    ``block_sharding``, see :func:`map_blocks`); returns the failure count."""
     factors, failed = dict(factors), jnp.zeros((), jnp.int32)
     for key, group_blocks in blocks.items():
-        new, bad = jax.vmap(rule.update_block, in_axes=(0, 0, None))(
-            factors[key], group_blocks, count
+        new, bad = map_blocks(
+            lambda f, b: rule.update_block(f, b, count),
+            (factors[key], group_blocks),
+            block_sharding,
         )
         factors[key], failed = new, failed + jnp.sum(bad, dtype=jnp.int32)
     return factors, failed
 
 
-def refresh_step(rule: KroneckerRule, factors: dict, exponents: dict) -> tuple[dict, Any]:
-    """``rule.refresh_factor`` on every factor (every block, every axis) of every group."""
+def refresh_step(
+    rule: KroneckerRule, factors: dict, exponents: dict, block_sharding=None
+) -> tuple[dict, Any]:
+    """``rule.refresh_factor`` on every factor (every block, every axis) of every group
+    (split over devices by ``block_sharding``, see :func:`map_blocks`)."""
     factors, failed = dict(factors), jnp.zeros((), jnp.int32)
     for key, e in exponents.items():
         new = []
         for f in factors[key]:
-            g, bad = jax.vmap(lambda x, e=e: rule.refresh_factor(x, e))(f)
+            g, bad = map_blocks(lambda x, e=e: rule.refresh_factor(x, e), (f,), block_sharding)
             new.append(g)
             failed = failed + jnp.sum(jnp.asarray(bad, jnp.int32), dtype=jnp.int32)
         factors[key] = tuple(new)
@@ -273,19 +238,32 @@ def apply_graft(leaves, directions: dict[int, jax.Array], graft_leaves, *, resca
     return out
 
 
-def update_factors(rule: KroneckerRule, factors: dict, blocks: dict, layout: Layout, count, finite):
+def update_factors(
+    rule: KroneckerRule,
+    factors: dict,
+    blocks: dict,
+    layout: Layout,
+    count,
+    finite,
+    block_sharding: NamedSharding | None = None,
+):
     """:func:`statistics_step` (every ``rule.stats_every`` steps, skipped when the gradient
-    is not ``finite``), then :func:`refresh_step` (every ``rule.refresh_every`` steps);
-    returns the new factors and the number of failed decompositions."""
+    is not ``finite``), then :func:`refresh_step` (every ``rule.refresh_every`` steps), both
+    split over devices by ``block_sharding``; returns the new factors and the number of
+    failed decompositions."""
     factors, failed_stats = jax.lax.cond(
         finite & (count % rule.stats_every == 0),
-        lambda fs: statistics_step(rule, fs, blocks, count),
+        lambda fs: statistics_step(
+            rule, fs, blocks, count, block_sharding if rule.statistics_decompose else None
+        ),
         _unchanged,
         factors,
     )
+    if rule.refresh_factor is None:  # nothing to refresh (Sketchy: the FD step is all)
+        return factors, failed_stats
     factors, failed_refresh = jax.lax.cond(
         count % rule.refresh_every == 0,
-        lambda fs: refresh_step(rule, fs, layout.exponents),
+        lambda fs: refresh_step(rule, fs, layout.exponents, block_sharding),
         _unchanged,
         factors,
     )
@@ -306,6 +284,7 @@ def scale_by_kronecker(
     exponent_override: float | None = None,
     max_merged_dim: int | None = None,
     precondition_1d: bool = False,
+    block_sharding: NamedSharding | None = None,
 ) -> optax.GradientTransformation:
     """Precondition every axis of every block with ``rule``, then graft (see module doc).
 
@@ -319,7 +298,9 @@ def scale_by_kronecker(
     where a graft direction is needed. Before ``start_preconditioning_step`` and for
     graft-only parameters the update is the graft direction. ``max_merged_dim`` (default
     ``block_size``) and ``precondition_1d`` are the merging and vector options of
-    :func:`sketchy.blocking.plan_blocks`.
+    :func:`sketchy.blocking.plan_blocks`. ``block_sharding`` (optional, for a state split
+    over a device mesh) splits the statistics and refresh decompositions over devices by
+    blocks (:func:`map_blocks`); it changes where they run, not what they compute.
 
     Each step, in order: the graft direction; :func:`update_factors` (the statistics and
     refresh steps on their schedules); :func:`precondition`; :func:`apply_graft`.
@@ -357,7 +338,9 @@ def scale_by_kronecker(
         graft_state = keep_if(finite, graft_state, state.graft)
 
         blocks = gather_blocks(leaves, lay)
-        factors, failed = update_factors(rule, dict(state.factors), blocks, lay, count, finite)
+        factors, failed = update_factors(
+            rule, dict(state.factors), blocks, lay, count, finite, block_sharding
+        )
         directions = scatter_blocks(precondition(rule, factors, blocks, lay.exponents), lay)
         active = count >= start_preconditioning_step
         graft_leaves = jax.tree.leaves(graft_dirs)

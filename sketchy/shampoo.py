@@ -30,6 +30,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding
 
 from sketchy.grafting import as_graft
 from sketchy.kronecker import (
@@ -121,6 +122,7 @@ def scale_by_shampoo(
     statistics_freq: int = 1,
     max_merged_dim: int | None = None,
     precondition_1d: bool = False,
+    block_sharding: NamedSharding | None = None,
 ) -> optax.GradientTransformation:
     """Shampoo's preconditioned, grafted direction (no momentum, no learning rate).
 
@@ -158,6 +160,8 @@ def scale_by_shampoo(
         (exponent 1/2) as ``distributed_shampoo`` does, instead of grafting them only
         (default, as tearfree and Sketchy's memory budget: a 2048-vector would cost two
         ``1024 x 1024`` blocks).
+      block_sharding: for a state split over a device mesh: run the decompositions split
+        over devices by blocks (:func:`sketchy.kronecker.map_blocks`; the trainer sets it).
 
     References: Gupta et al. 2018 (arXiv 1802.09568); Anil et al. 2020 (arXiv 2002.09018).
     """
@@ -184,6 +188,7 @@ def scale_by_shampoo(
         exponent_override=exponent_override,
         max_merged_dim=max_merged_dim,
         precondition_1d=precondition_1d,
+        block_sharding=block_sharding,
     )
 
 
@@ -208,6 +213,7 @@ def shampoo(
     statistics_freq: int = 1,
     max_merged_dim: int | None = None,
     precondition_1d: bool = False,
+    block_sharding: NamedSharding | None = None,
 ) -> optax.GradientTransformation:
     """Shampoo: :func:`scale_by_shampoo` + momentum ``b1`` (Nesterov), weight decay, -lr.
 
@@ -235,6 +241,7 @@ def shampoo(
         statistics_freq=statistics_freq,
         max_merged_dim=max_merged_dim,
         precondition_1d=precondition_1d,
+        block_sharding=block_sharding,
     )
     return with_momentum_and_lr(
         direction,

@@ -41,6 +41,7 @@ from typing import Literal
 
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding
 
 from sketchy.frequent_directions import (
     FDMethod,
@@ -87,10 +88,11 @@ def sketchy_rule(
         init_factor=lambda d: fd_init(d, rank, jnp.float32),
         update_block=per_axis_update(update_factor),
         # The inverse root is O(k) from (lam, tau): computed when applied, never stored.
-        refresh_factor=lambda f, exponent: (f, False),
+        refresh_factor=None,
         apply_factor=apply_factor,
         stats_every=update_freq,
         refresh_every=update_freq,
+        statistics_decompose=True,
     )
 
 
@@ -111,6 +113,7 @@ def scale_by_sketchy(
     fd_method: FDMethod = "eigh",
     max_merged_dim: int | None = None,
     precondition_1d: bool = False,
+    block_sharding: NamedSharding | None = None,
     fd_chunk: int | None = None,
 ) -> optax.GradientTransformation:
     """Sketchy's (S-Shampoo's) preconditioned, grafted direction (no momentum, no lr).
@@ -132,7 +135,7 @@ def scale_by_sketchy(
     Args:
       rank: directions ``k`` kept per factor (the paper's ``l - 1``; paper runs: 256).
       block_size, b2, eps, relative_eps, start_preconditioning_step, graft, graft_eps,
-        max_precond_dim, exponent_override, max_merged_dim, precondition_1d: as in
+        max_precond_dim, exponent_override, max_merged_dim, precondition_1d, block_sharding: as in
         :func:`sketchy.scale_by_shampoo`; ``b2`` decays the sketch and the tail per FD step.
       update_freq: the FD step runs every this many steps, on that step's gradient.
       tail_decay: ``"b2"`` (paper, Obs. 6) or ``"sqrt_b2"`` (one reference implementation
@@ -180,6 +183,7 @@ def scale_by_sketchy(
         exponent_override=exponent_override,
         max_merged_dim=max_merged_dim,
         precondition_1d=precondition_1d,
+        block_sharding=block_sharding,
     )
 
 
@@ -205,6 +209,7 @@ def sketchy(
     fd_method: FDMethod = "eigh",
     max_merged_dim: int | None = None,
     precondition_1d: bool = False,
+    block_sharding: NamedSharding | None = None,
     fd_chunk: int | None = None,
 ) -> optax.GradientTransformation:
     """Sketchy (S-Shampoo): :func:`scale_by_sketchy` + momentum, weight decay, -lr.
@@ -235,6 +240,7 @@ def sketchy(
         fd_method=fd_method,
         max_merged_dim=max_merged_dim,
         precondition_1d=precondition_1d,
+        block_sharding=block_sharding,
         fd_chunk=fd_chunk,
     )
     return with_momentum_and_lr(

@@ -18,7 +18,7 @@ def load(name: str):
     return module
 
 
-@pytest.mark.slow  # four Sketchy compiles: 10-20 s on 2 cores
+@pytest.mark.slow  # six Sketchy compiles: 15-30 s on 2 cores
 def test_sharded_state_benchmark_on_toy_shapes(capsys):
     if jax.device_count() < 2:
         pytest.skip("needs the host devices of tests/conftest.py")
@@ -29,7 +29,7 @@ def test_sharded_state_benchmark_on_toy_shapes(capsys):
     assert table[0].startswith("| N | replicated MB/device") and len(table) == 3, out
     toy = rows["toy"]
     for n in (1, 2):
-        for layout in ("replicated", "sharded"):
+        for layout in ("replicated", "sharded", "split"):
             r = toy[n][layout]
             assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("steady_ms", "refresh_ms"))
     # One device: the layouts hold the same bytes. Two: each device holds about half (the
@@ -38,3 +38,4 @@ def test_sharded_state_benchmark_on_toy_shapes(capsys):
     assert toy[1]["sharded"]["bytes"] == toy[1]["replicated"]["bytes"]
     assert toy[2]["replicated"]["bytes"] == toy[1]["replicated"]["bytes"]
     assert toy[2]["sharded"]["bytes"] < 0.52 * toy[2]["replicated"]["bytes"]
+    assert toy[2]["split"]["bytes"] == toy[2]["sharded"]["bytes"]  # same state layout

@@ -20,6 +20,7 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import sketchy
@@ -76,17 +77,18 @@ def batches():
         yield {"x": x, "y": y, "w": np.ones(BATCH, np.float32)}
 
 
-def make_tx():
-    # A refresh at counts 0, 5, 10, 15; preconditioned from the second step on.
-    return sketchy.sketchy(3e-3, rank=4, block_size=16, update_freq=5, start_preconditioning_step=1)
+# A refresh at counts 0, 5, 10, 15; preconditioned from the second step on.
+make_tx = functools.partial(
+    sketchy.sketchy, rank=4, block_size=16, update_freq=5, start_preconditioning_step=1
+)
 
 
 def run(name: str):
     """The trainer's path: mesh, layout, shardings, jitted init and donated step."""
     axes, mcfg = LAYOUTS[name]
-    workload, tx = ToyWorkload(), make_tx()
-    mesh = mesh_lib.make_mesh(axes)
+    workload, mesh = ToyWorkload(), mesh_lib.make_mesh(axes)
     layout = sharding.layout_of(mcfg, mesh)
+    tx = make_tx(3e-3, **sharding.optimizer_options(make_tx, mesh, layout))
     init = functools.partial(init_train_state, workload, tx)
     abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
     shardings = sharding.train_state_shardings(mesh, layout, abstract)
@@ -154,20 +156,37 @@ def test_each_device_stores_its_share(runs, name):
     assert report["optimizer/layout_block_axis_bytes"] > 0
 
 
-def eigh_batches(hlo: str) -> list[int]:
-    """Leading (batch) dims of the symmetric eigendecompositions in a compiled program."""
+def eigh_batches(hlo: str) -> list[tuple[int, int]]:
+    """``(batch, d)`` of the symmetric eigendecompositions ``f32[batch, d, d]`` in a
+    compiled program."""
     sizes = []
     for line in hlo.splitlines():
         if "custom_call_target=" in line and "syevd" in line:
-            shapes = re.findall(r"f32\[(\d+),\d+,\d+\]", line.split("custom-call(")[-1])
-            sizes += [int(s) for s in shapes[:1]]
+            shapes = re.findall(r"f32\[(\d+),(\d+),\d+\]", line.split("custom-call(")[-1])
+            sizes += [(int(b), int(d)) for b, d in shapes[:1]]
     return sizes
 
 
-def test_vmapped_decompositions_are_partitioned(runs):
-    """The FD refresh of the 16-block group: one device decomposes 16 blocks, each of 8
-    devices 2 (XLA partitioned the vmapped work instead of repeating it)."""
+@pytest.mark.parametrize("name", ["data", "data_model"])
+def test_vmapped_decompositions_are_partitioned(runs, name):
+    """The FD steps of the 16-block group (``d = 16``): one device decomposes 16 blocks,
+    each of 8 devices 2 (XLA partitioned the vmapped work instead of repeating it). The
+    2-block group (W3: ``d = 8`` and the 12-dim Gram of its other axis), which 8 devices do
+    not divide, is padded to 8 blocks for its decompositions (``block_sharding``, set by
+    ``optimizer_options``): each device decomposes 1 block, where XLA alone would gather
+    both and decompose them on every device."""
     one = eigh_batches(runs["one_device"][1])
-    eight = eigh_batches(runs["data"][1])
-    assert 16 in one, one
-    assert 16 not in eight and 2 in eight, eight
+    eight = eigh_batches(runs[name][1])
+    assert (16, 16) in one and (2, 8) in one, one
+    assert (2, 16) in eight and all(b == 1 for b, d in eight if d != 16), eight
+
+
+def test_optimizer_options_only_where_the_state_is_split():
+    mesh = mesh_lib.make_mesh({"data": 8})
+    split = sharding.layout_of({"state_axes": ["data"]}, mesh)
+    whole = sharding.layout_of({"state_axes": []}, mesh)
+    opts = sharding.optimizer_options(make_tx, mesh, split)
+    assert opts["block_sharding"].spec == jax.sharding.PartitionSpec(("data",))
+    assert sharding.optimizer_options(make_tx, mesh, whole) == {}
+    adam = functools.partial(optax.adamw, b1=0.9)  # takes no block_sharding
+    assert sharding.optimizer_options(adam, mesh, split) == {}

@@ -10,15 +10,8 @@ import pytest
 import sketchy
 from sketchy.blocking import apply_along_axis
 from sketchy.grafting import as_graft
-from sketchy.kronecker import (
-    apply_graft,
-    gather_blocks,
-    plan_layout,
-    precondition,
-    refresh_step,
-    scatter_blocks,
-    statistics_step,
-)
+from sketchy.kronecker import apply_graft, precondition, refresh_step, statistics_step
+from sketchy.layout import gather_blocks, plan_layout, scatter_blocks
 from sketchy.matrix_power import psd_power
 from sketchy.shampoo import shampoo_rule
 
