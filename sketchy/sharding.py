@@ -10,9 +10,13 @@ about ``1/N`` of it and XLA's SPMD partitioner splits the work that produces it:
   axis is split over the mesh axes when ``n`` is divisible by their size: each device owns
   ``n / N`` blocks, and the vmapped statistics update, refresh (``eigh``, FD's SVD) and
   preconditioning run on the owned blocks only. When ``n`` is not divisible, the largest
-  other dimension that is divisible is split instead (the factor is stored sharded; XLA
-  gathers it for its decomposition); when none is (e.g. a ``9 x 9`` factor), the leaf is
-  replicated. :func:`layout_summary` reports how many bytes took each route.
+  other dimension that is divisible is split instead (the factor is stored sharded); when
+  none is (e.g. a ``9 x 9`` factor), the leaf is replicated. :func:`layout_summary`
+  reports how many bytes took each route. XLA alone would gather a factor split along a
+  matrix dimension for its decomposition and repeat the decomposition on every device;
+  pass the optimizer ``block_sharding`` (:func:`sketchy.kronecker.map_blocks`) to split
+  the decompositions by blocks instead (zero blocks pad the group to a multiple of N for
+  that computation only; the stored state keeps its shapes).
 - **Every other array** (graft accumulators, momentum, Adam's moments: shaped like the
   parameters) is split on its largest divisible dimension, first over ``param_axes`` by
   exactly the rule of :func:`param_specs`, so a parameter-shaped leaf is sharded like its
