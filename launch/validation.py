@@ -176,6 +176,7 @@ def check_config(cfg: Mapping) -> None:
     for key, (minimum, example) in _TRAINER_INTS.items():
         if trainer.get(key) is not None or key in ("steps", "batch_size", "eval_batch_size"):
             _check_int(f"trainer.{key}", trainer.get(key), minimum=minimum, example=example)
+    _check_sketch_health(trainer.get("sketch_health") or {})
     for key in ("eval_splits", "final_splits"):
         splits = trainer.get(key)
         if splits is not None and (
@@ -217,6 +218,20 @@ def check_config(cfg: Mapping) -> None:
                 f"mesh.axes.{name}={size!r} is not an integer: use a device count or -1 "
                 f"(all devices), e.g. mesh.axes.{name}=-1"
             )
+
+
+def _check_sketch_health(health: Mapping) -> None:
+    """``trainer.sketch_health``: ``threshold`` in (0, 1], ``patience`` an integer >= 1."""
+    if health.get("threshold") is not None:
+        _check_real(
+            "trainer.sketch_health.threshold",
+            health["threshold"],
+            interval="(0, 1] (an escaped share; 1 never warns)",
+            ok=lambda v: 0 < v <= 1,
+            example=0.5,
+        )
+    if health.get("patience") is not None:
+        _check_int("trainer.sketch_health.patience", health["patience"], minimum=1, example=3)
 
 
 def warn_full_rank(rank, opt_state) -> None:
