@@ -17,7 +17,7 @@ the library does) to also skip the step and protect momentum.
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -36,7 +36,7 @@ class KroneckerRule(NamedTuple):
     """How one Kronecker factor is kept; every function acts on one block (no batch dim).
 
     Attributes:
-      init_factor: ``d -> factor state`` for an axis of size ``d``.
+      init_factor: ``d -> factor state`` for an axis of size ``d``; ``(d, r)``: at rank ``r``.
       update_block: ``(factors, block, count) -> (factors, num_failed)``: the statistics
         step for one block (a tuple of factor states, one per axis). Use
         :func:`per_axis_update` when axes are independent.
@@ -51,15 +51,17 @@ class KroneckerRule(NamedTuple):
       statistics_decompose: ``update_block`` runs a decomposition (an FD step), so it is
         split over devices by blocks like the refresh (:func:`map_blocks`); a product
         update (Shampoo's ``G G^T``) is not: XLA splits it along a matrix dim as stored.
+      rank: a sketching rule's default rank (Sketchy's ``k``); ``None``: no ``factor_ranks``.
     """
 
-    init_factor: Callable[[int], FactorState]
+    init_factor: Callable[..., FactorState]  # (d) or (d, rank)
     update_block: Callable[[tuple, jax.Array, jax.Array], tuple[tuple, jax.Array]]
     refresh_factor: Callable[[FactorState, float], tuple[FactorState, jax.Array]] | None
     apply_factor: Callable[[FactorState, jax.Array, float], jax.Array]
     stats_every: int
     refresh_every: int
     statistics_decompose: bool = False
+    rank: int | None = None
 
 
 class KroneckerState(NamedTuple):
@@ -70,7 +72,8 @@ class KroneckerState(NamedTuple):
       graft: the graft transform's optax state.
       factors: ``{block shape "d0xd1x...": tuple of per-axis factor states}``; each factor
         state has a leading dimension over the blocks of every parameter with that block
-        shape (in flattening order). Graft-only parameters have none.
+        shape and ranks (in flattening order; own ranks: key ``"d0xd1:r0xr1"``, see
+        :mod:`sketchy.layout`). Graft-only parameters have none.
       failures: decompositions that failed or were non-finite (previous state kept).
       nonfinite_steps: steps whose gradient was not finite (statistics not updated).
     """
@@ -143,10 +146,13 @@ def init_factors(rule: KroneckerRule, layout: Layout) -> dict:
     """``{key: per-axis factor states}``, each stacked over the group's blocks."""
     factors = {}
     for key, members in layout.groups.items():
-        n = sum(layout.plans[i].total_blocks for i in members)
+        n, ranks = sum(layout.plans[i].total_blocks for i in members), layout.ranks.get(key)
+        one = [
+            rule.init_factor(d) if ranks is None else rule.init_factor(d, ranks[axis])
+            for axis, d in enumerate(layout.plans[members[0]].block_shape)
+        ]
         factors[key] = tuple(
-            jax.tree.map(lambda a, n=n: jnp.broadcast_to(a, (n, *a.shape)), rule.init_factor(d))
-            for d in layout.plans[members[0]].block_shape
+            jax.tree.map(lambda a, n=n: jnp.broadcast_to(a, (n, *a.shape)), f) for f in one
         )
     return factors
 
@@ -285,6 +291,7 @@ def scale_by_kronecker(
     max_merged_dim: int | None = None,
     precondition_1d: bool = False,
     block_sharding: NamedSharding | None = None,
+    factor_ranks: Mapping[str, Any] | None = None,
 ) -> optax.GradientTransformation:
     """Precondition every axis of every block with ``rule``, then graft (see module doc).
 
@@ -301,6 +308,8 @@ def scale_by_kronecker(
     :func:`sketchy.blocking.plan_blocks`. ``block_sharding`` (optional, for a state split
     over a device mesh) splits the statistics and refresh decompositions over devices by
     blocks (:func:`map_blocks`); it changes where they run, not what they compute.
+    ``factor_ranks`` (rules with a ``rank`` only): ``{jax.tree_util.keystr(path): ranks}``
+    per parameter, see :func:`sketchy.layout.resolve_ranks`; checked at ``init``.
 
     Each step, in order: the graft direction; :func:`update_factors` (the statistics and
     refresh steps on their schedules); :func:`precondition`; :func:`apply_graft`.
@@ -320,18 +329,24 @@ def scale_by_kronecker(
         max_merged_dim=max_merged_dim,
         precondition_1d=precondition_1d,
         exponent_override=exponent_override,
+        factor_ranks=factor_ranks,
+        default_rank=rule.rank,
     )
-    shapes = lambda tree: [x.shape for x in jax.tree.leaves(tree)]  # noqa: E731
+
+    def plan(tree):  # paths only when needed: factor_ranks names parameters by path
+        flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+        paths = [jax.tree_util.keystr(p) for p, _ in flat] if factor_ranks else None
+        return layout([x.shape for _, x in flat], paths=paths)
 
     def init_fn(params):
-        factors = init_factors(rule, layout(shapes(params)))
+        factors = init_factors(rule, plan(params))
         # Distinct buffers: a donated state must not alias one array in several fields.
         zero = lambda: jnp.zeros((), jnp.int32)  # noqa: E731
         return KroneckerState(zero(), graft_tx.init(params), factors, zero(), zero())
 
     def update_fn(updates, state, params=None):
         leaves, treedef = jax.tree.flatten(updates)
-        lay, count = layout(shapes(leaves)), state.count
+        lay, count = plan(updates), state.count
         finite = all_finite(leaves)
 
         graft_dirs, graft_state = graft_tx.update(updates, state.graft, params)

@@ -37,6 +37,7 @@ Reference: Feinberg et al., "Sketchy: Memory-efficient Adaptive Regularization w
 Frequent Directions", NeurIPS 2023 (arXiv 2302.03764).
 """
 
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import jax.numpy as jnp
@@ -85,7 +86,8 @@ def sketchy_rule(
         return fd_inverse_root_apply(f, y, exponent, eps, relative_eps)
 
     return KroneckerRule(
-        init_factor=lambda d: fd_init(d, rank, jnp.float32),
+        # rank k: a parameter's own rank (factor_ranks), else the default; fd_init caps at d.
+        init_factor=lambda d, k=rank: fd_init(d, k, jnp.float32),
         update_block=per_axis_update(update_factor),
         # The inverse root is O(k) from (lam, tau): computed when applied, never stored.
         refresh_factor=None,
@@ -93,6 +95,7 @@ def sketchy_rule(
         stats_every=update_freq,
         refresh_every=update_freq,
         statistics_decompose=True,
+        rank=rank,
     )
 
 
@@ -115,6 +118,7 @@ def scale_by_sketchy(
     precondition_1d: bool = False,
     block_sharding: NamedSharding | None = None,
     fd_chunk: int | None = None,
+    factor_ranks: Mapping[str, int | Sequence[int]] | None = None,
 ) -> optax.GradientTransformation:
     """Sketchy's (S-Shampoo's) preconditioned, grafted direction (no momentum, no lr).
 
@@ -151,6 +155,15 @@ def scale_by_sketchy(
         ``rank``), one FD step per chunk with the decay applied once (Liberty 2013): a
         refresh in O(d n k) instead of O(d^2 (k + n)), with FD's guarantees (sandwich,
         tail bound) but not the one-shot sketch. ``None`` (default): one FD step.
+      factor_ranks: per-parameter ranks, ``{path: r or (r_0, ..., r_{p-1})}`` with ``path``
+        as ``jax.tree_util.keystr`` spells it for the params pytree (``"['conv1']['kernel']"``)
+        and one rank for every axis or one per axis of the parameter's *merged block shape*
+        (``sketchy.blocking.plan_blocks(shape, block_size, max_precond_dim,
+        max_merged_dim, precondition_1d).block_shape``: at the defaults a ``3x3x64x128`` kernel
+        merges to ``576x128``, two axes); each capped at its axis like ``rank``. Parameters not
+        named use ``rank``. Unknown paths, graft-only parameters or a wrong number of axes
+        raise a ``ValueError`` at ``init``. State per factor: ``d r + r + 1`` floats. To
+        change ranks mid-run (``rank: auto``) see :func:`sketchy.rank_resize.resize_state`.
     """
     if not isinstance(rank, int) or rank < 1:
         raise ValueError(f"rank must be an integer >= 1, got {rank!r}")
@@ -184,6 +197,7 @@ def scale_by_sketchy(
         max_merged_dim=max_merged_dim,
         precondition_1d=precondition_1d,
         block_sharding=block_sharding,
+        factor_ranks=factor_ranks,
     )
 
 
@@ -211,6 +225,7 @@ def sketchy(
     precondition_1d: bool = False,
     block_sharding: NamedSharding | None = None,
     fd_chunk: int | None = None,
+    factor_ranks: Mapping[str, int | Sequence[int]] | None = None,
 ) -> optax.GradientTransformation:
     """Sketchy (S-Shampoo): :func:`scale_by_sketchy` + momentum, weight decay, -lr.
 
@@ -242,6 +257,7 @@ def sketchy(
         precondition_1d=precondition_1d,
         block_sharding=block_sharding,
         fd_chunk=fd_chunk,
+        factor_ranks=factor_ranks,
     )
     return with_momentum_and_lr(
         direction,
