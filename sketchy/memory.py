@@ -44,13 +44,10 @@ _FIELD_CATEGORY = {
 
 
 def _field_names(path) -> list[str]:
-    names = []
-    for key in path:
-        if isinstance(key, jax.tree_util.GetAttrKey):
-            names.append(key.name)
-        elif isinstance(key, jax.tree_util.DictKey):
-            names.append(str(key.key))
-    return names
+    """The state-field names on ``path``: attributes of state NamedTuples only. Dict keys
+    are the parameters' own names (a parameter called ``v`` or ``mu`` must not decide what
+    its momentum is) or factor-group keys."""
+    return [key.name for key in path if isinstance(key, jax.tree_util.GetAttrKey)]
 
 
 def _category(path) -> str:

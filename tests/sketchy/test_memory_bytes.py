@@ -130,3 +130,12 @@ def test_concrete_state_counts_like_the_abstract_one():
     assert concrete["statistics"] == F32 * 2 * ((6 * 4 + 5) + (7 * 4 + 5))
     assert concrete["grafting"] == F32 * ((1 + 1 + 84) + (1 + 1 + 7)) + I32
     assert concrete["momentum"] == F32 * (84 + 7)
+
+
+def test_parameter_names_do_not_decide_categories():
+    """Dict keys are the parameters' names: a parameter called ``v`` or ``mu`` keeps its
+    momentum counted as momentum and its Adam second moment as statistics."""
+    params = {"v": jnp.zeros((8, 4)), "mu": jnp.zeros((16,))}
+    state = jax.eval_shape(optax.adam(1e-3).init, params)
+    words = {k: b // 4 for k, b in memory.state_bytes(state).items()}
+    assert words["momentum"] == 48 and words["statistics"] == 48, words
