@@ -125,6 +125,10 @@ class Checkpointer:
             force=force,
         )
 
+    def wait(self) -> None:
+        """Block until the checkpoints being written in the background are on disk."""
+        self.manager.wait_until_finished()
+
     def restore(self, abstract_state, step: int | None = None):
         """``(state, meta)`` of ``step`` (default: latest) onto ``abstract_state``'s layout."""
         step = self.latest_step() if step is None else step

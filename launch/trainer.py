@@ -7,7 +7,6 @@ depends on Hydra.
 """
 
 import functools
-import itertools
 import logging
 import signal
 import sys
@@ -19,7 +18,7 @@ import jax
 from tqdm.auto import tqdm
 
 from launch import mesh as mesh_lib
-from launch import profiling, sharding, validation
+from launch import profiling, rank_auto, sharding, train_data, validation
 from launch.checkpointing import Checkpointer, state_signature
 from launch.errors import NonFiniteError, UserError, warn
 from launch.metrics_log import MetricsLog
@@ -44,51 +43,6 @@ def _check_batch_sizes(trainer_cfg, n_data: int, axes=("data",)) -> None:
                 f"trainer.{name}={size} is not divisible by the {n_data} devices of the {where}: "
                 f"use a positive multiple of {n_data}"
             )
-
-
-def _data_stage(workload, what: str, fn: Callable):
-    """``fn()`` (the first read of the data), with a corrupt data file or a bad split name
-    turned into one line (``UserError``) naming the file or the setting and the fix."""
-    try:
-        return fn()
-    except (UserError, FileNotFoundError):
-        raise
-    except Exception as e:
-        path = validation.data_file_of(e, [getattr(workload, "data_dir", None)])
-        if path is not None:
-            raise UserError(
-                f"the data file {path} is unreadable, probably corrupt or truncated "
-                f"({type(e).__name__}: {validation.one_line(e)[:200]}): delete it and rerun "
-                f"(a mini dataset is prepared again), or point workload.data_dir at a good copy"
-            ) from e
-        if isinstance(e, ValueError | KeyError):
-            raise UserError(f"{what}: {validation.one_line(e)}") from e
-        raise
-
-
-def _first_batch(workload, tcfg, seed: int, n_data: int, start: int):
-    """The train iterator with its first batch read, and every evaluation split opened:
-    missing or corrupt data and unknown splits fail here, before anything is written."""
-    data = _data_stage(
-        workload,
-        "the training data",
-        lambda: workload.batches(
-            "train", tcfg.batch_size, seed=seed, num_shards=n_data, start_step=start
-        ),
-    )
-    first = _data_stage(workload, "the training data", lambda: next(iter(data)))
-    splits = dict.fromkeys([*tcfg.eval_splits, *tcfg.final_splits])
-    for split in splits:
-        setting = "trainer.eval_splits" if split in tcfg.eval_splits else "trainer.final_splits"
-        _data_stage(
-            workload,
-            f"{setting} has {split!r}",
-            lambda split=split: next(
-                iter(workload.batches(split, tcfg.eval_batch_size, seed=seed, num_shards=n_data)),
-                None,
-            ),
-        )
-    return itertools.chain([first], data)
 
 
 class _NonFinitePolicy:
@@ -144,6 +98,20 @@ def _spectra_summarizer(tcfg, tx, params):
     return summarize
 
 
+def _compiled(workload, tx, schedule, mesh, layout, rng):
+    """The abstract train state, its shardings, the jitted init and the jitted step (the
+    state is donated: no second copy of the optimizer)."""
+    init = functools.partial(init_train_state, workload, tx)
+    abstract = jax.eval_shape(init, rng)
+    state_sharding = sharding.train_state_shardings(mesh, layout, abstract)
+    step_fn = jax.jit(
+        functools.partial(train_step, workload, tx, schedule),
+        out_shardings=(state_sharding, mesh_lib.replicated(mesh)),
+        donate_argnums=0,
+    )
+    return abstract, state_sharding, jax.jit(init, out_shardings=state_sharding), step_fn
+
+
 class _Sigterm:
     """Turns SIGTERM into a flag the loop polls, so it can checkpoint and exit cleanly."""
 
@@ -184,29 +152,23 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
     )
     main_process = jax.process_index() == 0
 
-    # ---- Abstract init and shardings.
-    tx = make_optimizer(
-        learning_rate=schedule, **sharding.optimizer_options(make_optimizer, mesh, layout)
-    )
-    init = functools.partial(init_train_state, workload, tx)
+    # ---- Abstract init and shardings; with rank_auto, the warm-up (or already allocated) ranks.
+    ranks_auto = rank_auto.settings(cfg, make_optimizer)
+    opt_kwargs = sharding.optimizer_options(make_optimizer, mesh, layout)
+    allocated = rank_auto.load(run_dir) if ranks_auto is not None else None
+    if allocated is not None:
+        opt_kwargs["factor_ranks"] = allocated
+    tx = make_optimizer(learning_rate=schedule, **opt_kwargs)
     rng = jax.random.PRNGKey(cfg.seed)
-    abstract = jax.eval_shape(init, rng)
+    abstract, state_sharding, init_fn, step_fn = _compiled(
+        workload, tx, schedule, mesh, layout, rng
+    )
     if "rank" in cfg.optimizer:
         validation.warn_full_rank(cfg.optimizer.rank, abstract.opt_state)
     signature = state_signature(abstract)
     state_nbytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract))
     if main_process:
         validation.check_free_space(run_dir, state_nbytes, tcfg.keep_checkpoints)
-    repl = mesh_lib.replicated(mesh)
-    state_sharding = sharding.train_state_shardings(mesh, layout, abstract)
-
-    # ---- Jitted init and update (the state is donated: no second copy of the optimizer).
-    init_fn = jax.jit(init, out_shardings=state_sharding)
-    step_fn = jax.jit(
-        functools.partial(train_step, workload, tx, schedule),
-        out_shardings=(state_sharding, repl),
-        donate_argnums=0,
-    )
 
     # ---- Restore (automatic when run_dir holds a checkpoint) or initialize.
     ckpt = Checkpointer(
@@ -226,7 +188,7 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
 
     # ---- Data: the first batch and every evaluation split, before anything is written.
     put = functools.partial(mesh_lib.put_batch, mesh=mesh, axes=layout.batch_axes)
-    data = _first_batch(workload, tcfg, cfg.seed, n_data, start)
+    data = train_data.first_batch(workload, tcfg, cfg.seed, n_data, start)
     if on_ready is not None:
         on_ready()
 
@@ -275,7 +237,7 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
     sigterm = _Sigterm()
     stopped_early = diverged = False
     # The non-finite flag of a step is read after the next step is dispatched (no stall).
-    pending = None
+    pending, compiled = None, False
     t_last, steps_since = time.time(), 0
     bar = tqdm(
         range(start, tcfg.steps),
@@ -290,7 +252,8 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
     try:
         for step in bar:
             batch = put(next(data))
-            if step == start:
+            if step == start or not compiled:
+                compiled = True
                 t0 = time.time()
                 step_fn = step_fn.lower(state, batch).compile()
                 log.log(step, {"compile_time_s": time.time() - t0})
@@ -327,6 +290,32 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
                 evaluate(done, tcfg.eval_splits)
                 t_last = time.time()
             step_meta = meta | {"step": done, "nonfinite_total": policy.total}
+            if ranks_auto and allocated is None and done == ranks_auto.warmup_steps:
+                allocated, summary = rank_auto.allocate(
+                    ranks_auto,
+                    *mesh_lib.host_readable((state.opt_state, state.params), mesh),
+                    getattr(make_optimizer, "keywords", {}) | opt_kwargs,
+                )
+                opt_kwargs["factor_ranks"] = allocated
+                tx = make_optimizer(learning_rate=schedule, **opt_kwargs)
+                abstract, state_sharding, _, step_fn = _compiled(
+                    workload, tx, schedule, mesh, layout, rng
+                )
+                opt_state = rank_auto.resize(
+                    mesh_lib.host_readable(state.opt_state, mesh),
+                    mesh_lib.host_readable(state.params, mesh),
+                    allocated,
+                    getattr(make_optimizer, "keywords", {}),
+                )
+                state = jax.device_put(state._replace(opt_state=opt_state), state_sharding)
+                compiled, meta["signature"] = False, state_signature(abstract)
+                step_meta["signature"] = meta["signature"]
+                ckpt.save(done, state, step_meta, force=True)
+                ckpt.wait()  # the ranks file promises a checkpoint with these shapes
+                if main_process:
+                    rank_auto.save(run_dir, done, allocated, summary)
+                log.log(done, rank_auto.metrics(summary, memory.state_bytes(abstract.opt_state)))
+                summarize_spectra = _spectra_summarizer(tcfg, tx, state.params)
             ckpt.save(done, state, step_meta)
             if sigterm.requested:
                 ckpt.save(done, state, step_meta, force=True)
