@@ -104,12 +104,23 @@ def allocate(ra: RankAuto, opt_state, params, options: dict) -> tuple[dict, dict
     return rank_resize.as_factor_ranks(ranks), summary
 
 
-def metrics(summary: dict, state_bytes: dict) -> dict:
-    """What the switch logs: the budget, the words used, the captured share, the new state."""
+def metrics(summary: dict, state_bytes: dict, n_params: int) -> dict:
+    """What the switch logs: the budget, the words used, the captured share, and the new
+    optimizer state's bytes (the same keys as the trainer's first log line, so the latest
+    value of each is the memory the run ended with)."""
     out = {f"rank_auto/{k}": summary[k] for k in ("budget_words", "used_words", "captured_share")}
     ranks = list(summary["ranks"].values())
     out |= {"rank_auto/rank_min": min(ranks), "rank_auto/rank_max": max(ranks)}
-    return out | {f"optimizer/bytes_{k}": v for k, v in state_bytes.items()}
+    out |= {f"optimizer/bytes_{k}": v for k, v in state_bytes.items()}
+    return out | {
+        f"optimizer/bytes_per_param_{k}": v / (4 * n_params) for k, v in state_bytes.items()
+    }
+
+
+def record_fields(run_dir: Path) -> dict:
+    """``{"rank_auto": <the ranks file>}`` for the run record, when the run switched."""
+    path = Path(run_dir) / RANKS_FILE
+    return {"rank_auto": json.loads(path.read_text())} if path.exists() else {}
 
 
 def resize(opt_state, params, factor_ranks: dict, options: dict):

@@ -314,7 +314,8 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
                 ckpt.wait()  # the ranks file promises a checkpoint with these shapes
                 if main_process:
                     rank_auto.save(run_dir, done, allocated, summary)
-                log.log(done, rank_auto.metrics(summary, memory.state_bytes(abstract.opt_state)))
+                mem = memory.state_bytes(abstract.opt_state)
+                log.log(done, rank_auto.metrics(summary, mem, n_params))
                 summarize_spectra = _spectra_summarizer(tcfg, tx, state.params)
             ckpt.save(done, state, step_meta)
             if sigterm.requested:
@@ -376,7 +377,8 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
             run_dir=run_dir,
             final=final,
             wall_time_s=time.time() - t_start,
-            extra={"targets": dict(getattr(workload, "targets", {}))},
+            extra={"targets": dict(getattr(workload, "targets", {}))}
+            | rank_auto.record_fields(run_dir),
         )
         write_record(record, fields)
         final["record"] = str(record)

@@ -1,11 +1,14 @@
 """The rank ablation: Sketchy's final quality against its optimizer memory, rank by rank,
-beside Shampoo and the subsampling control (Shampoo fed every ``update_freq``-th gradient).
+beside Shampoo and the subsampling control (Shampoo fed every ``update_freq``-th gradient),
+and ``rank_auto`` (per-factor ranks under the memory of a uniform rank) as its own series.
 
-Reads ``records/rank_ablation_*/<variant>_seed<s>.json`` (``make reproduce``, or
-``python launch/train.py sweep=ranks``); writes ``tables/rank_ablation.md`` and the
-memory-quality Pareto plot ``figures/rank_ablation.png``. Memory is the second-moment state
-(statistics and preconditioners, not the graft or momentum every variant shares) in 4-byte
-words per parameter, as logged by the trainer from the optimizer state itself.
+Reads ``records/rank_ablation_*/`` and ``records/rank_auto_*/`` (``<variant>_seed<s>.json``:
+``make reproduce``, or ``python launch/train.py sweep=ranks``); writes
+``tables/rank_ablation.md`` and the memory-quality Pareto plot ``figures/rank_ablation.png``.
+Memory is the second-moment state (statistics and preconditioners, not the graft or
+momentum every variant shares) in 4-byte words per parameter, as logged by the trainer from
+the optimizer state itself (the last value: a ``rank_auto`` run logs it again after the
+switch from its warm-up rank).
 """
 
 import re
@@ -17,12 +20,17 @@ from launch.atomic import save_figure, write_text
 from results.plots.common import choice, load_records, mean_ci
 from results.plots.fig2_quality import METRICS
 
-PREFIX = "rank_ablation_"
+PREFIXES = ("rank_ablation_", "rank_auto_")
+PREFIX = PREFIXES[0]
 COMMAND = "make reproduce (or python -m launch.reproduce --study rank_ablation_ogbg_molpcba_mini)"
 
 
+def _load(records_dir: Path) -> dict[str, list[dict]]:
+    return {k: v for p in PREFIXES for k, v in load_records(records_dir, p).items()}
+
+
 def missing_records(records_dir: Path) -> list[str]:
-    return [] if load_records(records_dir, PREFIX) else [f"{PREFIX}*/*.json ({COMMAND})"]
+    return [] if _load(records_dir) else [f"{PREFIX}*/*.json ({COMMAND})"]
 
 
 def variant(record: dict) -> str:
@@ -36,7 +44,7 @@ def second_moment_words(record: dict) -> float:
     words = 0.0
     for part in ("statistics", "preconditioners"):
         series = c.get(f"optimizer/bytes_per_param_{part}")
-        words += series[0][1] if series else 0.0
+        words += series[-1][1] if series else 0.0
     return words
 
 
@@ -46,7 +54,7 @@ def _sort_key(name: str) -> tuple:
 
 
 def make(records_dir: Path, out_dir: Path) -> list[Path]:
-    experiments = load_records(records_dir, PREFIX)
+    experiments = _load(records_dir)
     if not experiments:
         return []
     lines = [
@@ -81,20 +89,8 @@ def make(records_dir: Path, out_dir: Path) -> list[Path]:
                 f"{objective.split('/')[1]} {vm:.4f} +- {vci:.4f} | {n} | {words:.3f} |"
             )
             xs.append(words), ys.append(m), es.append(ci), names.append(name)
-        sketchy = [i for i, n in enumerate(names) if re.fullmatch(r"sketchy_rank\d+", n)]
-        ax.errorbar(
-            [xs[i] for i in sketchy],
-            [ys[i] for i in sketchy],
-            yerr=[es[i] for i in sketchy],
-            marker="o",
-            capsize=3,
-            label=f"{exp}: Sketchy by rank",
-        )
-        for i in sketchy:
-            ax.annotate(names[i].replace("sketchy_rank", "k="), (xs[i], ys[i]), fontsize=7)
-        for i, n in enumerate(names):
-            if i not in sketchy:
-                ax.errorbar(xs[i], ys[i], yerr=es[i], marker="s", capsize=3, label=n)
+        _plot(ax, exp, xs, ys, es, names)
+        lines += _allocated_ranks(exp, groups)
         ax.set_ylabel(f"test {label}")
     ax.set_xlabel("second-moment memory (words / parameter)")
     ax.legend(fontsize=7)
@@ -104,4 +100,60 @@ def make(records_dir: Path, out_dir: Path) -> list[Path]:
         save_figure(fig, Path(out_dir) / "figures" / "rank_ablation.png", dpi=120),
     ]
     plt.close(fig)
+    return out
+
+
+def _plot(ax, exp: str, xs, ys, es, names) -> None:
+    """Sketchy by uniform rank and ``rank_auto`` by budget as lines; the rest as points."""
+    series = {
+        "Sketchy by rank": (r"sketchy_rank\d+", "o", "sketchy_rank", "k="),
+        "rank_auto by budget": (r"sketchy_auto\d+", "^", "sketchy_auto", "auto "),
+    }
+    placed = set()
+    for title, (pattern, marker, prefix, short) in series.items():
+        idx = [i for i, n in enumerate(names) if re.fullmatch(pattern, n)]
+        if not idx:
+            continue
+        ax.errorbar(
+            [xs[i] for i in idx],
+            [ys[i] for i in idx],
+            yerr=[es[i] for i in idx],
+            marker=marker,
+            capsize=3,
+            label=f"{exp}: {title}",
+        )
+        for i in idx:
+            ax.annotate(names[i].replace(prefix, short), (xs[i], ys[i]), fontsize=7)
+        placed |= set(idx)
+    for i, n in enumerate(names):
+        if i not in placed:
+            ax.errorbar(xs[i], ys[i], yerr=es[i], marker="s", capsize=3, label=n)
+
+
+def _allocated_ranks(exp: str, groups: dict[str, dict[int, dict]]) -> list[str]:
+    """Per factor, the ranks ``rank_auto`` chose (the lowest seed's run of each budget)."""
+    chosen = {
+        name: runs[min(runs)]["rank_auto"]
+        for name, runs in sorted(groups.items(), key=lambda kv: _sort_key(kv[0]))
+        if "rank_auto" in runs[min(runs)]
+    }
+    if not chosen:
+        return []
+    names = list(chosen)
+    factors = sorted({f for c in chosen.values() for f in c["ranks"]})
+    out = [
+        "",
+        f"Ranks chosen by `rank_auto` in {exp} (seed {min(groups[names[0]])}; budget = the",
+        "sketch words of the uniform rank; captured share: the allocated directions' share of",
+        "their factors' traces at the switch, summed over factors).",
+        "",
+        "| factor | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    out += [
+        f"| `{f}` | " + " | ".join(str(c["ranks"].get(f, "-")) for c in chosen.values()) + " |"
+        for f in factors
+    ]
+    for key in ("budget_words", "used_words", "captured_share"):
+        out.append(f"| {key} | " + " | ".join(f"{c[key]:.4g}" for c in chosen.values()) + " |")
     return out

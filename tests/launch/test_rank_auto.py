@@ -33,8 +33,17 @@ def sketch_ranks(state) -> list[int]:
 
 def test_switch_cuts_ranks_within_budget_and_resumes_exactly(smoke_overrides, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    run(compose_config([*common(smoke_overrides), "trainer.steps=6", f"run_dir={straight}"]))
+    records = [f"record_dir={tmp_path / 'records'}", "experiment_name=auto"]
+    final = run(
+        compose_config(
+            [*common(smoke_overrides), *records, "trainer.steps=6", f"run_dir={straight}"]
+        )
+    )
     saved = json.loads((straight / "factor_ranks.json").read_text())
+    record = json.loads(open(final["record"]).read())
+    assert record["rank_auto"]["factor_ranks"] == saved["factor_ranks"]
+    words = record["curves"]["optimizer/bytes_per_param_statistics"]
+    assert words[-1][0] == 3 and words[-1][1] < words[0][1]  # logged again at the switch
     assert saved["step"] == 3
     assert 0 < saved["used_words"] <= saved["budget_words"]
     ranks = [r for rs in saved["factor_ranks"].values() for r in rs]

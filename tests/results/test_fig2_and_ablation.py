@@ -111,3 +111,27 @@ def test_rank_ablation_table_and_pareto_plot(tmp_path):
     _, ci, _ = mean_ci([0.70, 0.69])
     assert f"1 - mAP {0.695:.4f} +- {ci:.4f}" in rows[0] and rows[0].endswith("| 2 | 0.600 |")
     assert rows[3].endswith("| 1 | 4.500 |")
+
+
+def test_rank_auto_series_reads_memory_after_the_switch(tmp_path):
+    """A rank_auto record logs its warm-up memory first and its allocated memory at the
+    switch: the table uses the last value, and lists the chosen ranks per factor."""
+    root = tmp_path / "records"
+    exp = root / "rank_auto_ogbg_molpcba_mini"
+    for seed in (0, 1):
+        name = f"sketchy_auto16_seed{seed}"
+        rec = _record("sketchy", seed, 0.5, 0.30, name=name, words=4.0)
+        rec["curves"]["optimizer/bytes_per_param_statistics"].append([200, 0.25])
+        rec["rank_auto"] = {
+            "step": 200,
+            "ranks": {"['w'] axis 0": 12, "['w'] axis 1": 3},
+            "budget_words": 1000,
+            "used_words": 990,
+            "captured_share": 1.5,
+        }
+        _write(exp, name, rec)
+    rank_ablation.make(root, tmp_path / "out")
+    table = (tmp_path / "out" / "tables" / "rank_ablation.md").read_text()
+    row = next(x for x in table.splitlines() if x.startswith("| rank_auto_ogbg"))
+    assert row.endswith("| 2 | 0.750 |"), row  # 0.25 statistics + 0.5 preconditioners
+    assert "| `['w'] axis 0` | 12 |" in table and "| used_words | 990 |" in table
