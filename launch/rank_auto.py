@@ -82,8 +82,14 @@ def save(run_dir: Path, step: int, factor_ranks: dict, summary: dict) -> None:
     )
 
 
+def _layout_options(options: dict) -> dict:
+    """The optimizer's arguments minus those the resize is told separately or ignores."""
+    return {k: v for k, v in options.items() if k not in ("factor_ranks", "block_sharding")}
+
+
 def allocate(ra: RankAuto, opt_state, params, options: dict) -> tuple[dict, dict]:
     """``(factor_ranks, summary)`` from the warm-up state (host arrays), within the budget."""
+    options = _layout_options(options)
     spectra = rank_resize.factor_spectra(opt_state, params, **options)
     if ra.budget_rank is not None:
         budget = rank_budget.budget_of_uniform_rank(spectra, ra.budget_rank)
@@ -125,4 +131,4 @@ def record_fields(run_dir: Path) -> dict:
 
 def resize(opt_state, params, factor_ranks: dict, options: dict):
     """The warm-up state cut to ``factor_ranks`` (host arrays; re-shard it afterwards)."""
-    return rank_resize.resize_state(opt_state, params, factor_ranks, **options)
+    return rank_resize.resize_state(opt_state, params, factor_ranks, **_layout_options(options))
