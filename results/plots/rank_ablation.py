@@ -155,5 +155,7 @@ def _allocated_ranks(exp: str, groups: dict[str, dict[int, dict]]) -> list[str]:
         for f in factors
     ]
     for key in ("budget_words", "used_words", "captured_share"):
-        out.append(f"| {key} | " + " | ".join(f"{c[key]:.4g}" for c in chosen.values()) + " |")
+        values = [c[key] for c in chosen.values()]
+        cells = [f"{v:,}" if isinstance(v, int) else f"{v:.2f}" for v in values]
+        out.append(f"| {key} | " + " | ".join(cells) + " |")
     return out

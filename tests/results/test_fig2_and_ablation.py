@@ -135,3 +135,4 @@ def test_rank_auto_series_reads_memory_after_the_switch(tmp_path):
     row = next(x for x in table.splitlines() if x.startswith("| rank_auto_ogbg"))
     assert row.endswith("| 2 | 0.750 |"), row  # 0.25 statistics + 0.5 preconditioners
     assert "| `['w'] axis 0` | 12 |" in table and "| used_words | 990 |" in table
+    assert "| captured_share | 1.50 |" in table
