@@ -40,9 +40,11 @@ def settings(cfg, make_optimizer) -> RankAuto | None:
     if ra is None:
         return None
     example = "rank_auto={warmup_steps:100,budget_rank:16}"
-    steps, rank, words = (
-        ra.get(k) for k in ("warmup_steps", "budget_rank", "budget_words_per_param")
-    )
+    known = ("warmup_steps", "budget_rank", "budget_words_per_param")
+    unknown = sorted(set(ra) - set(known))
+    if unknown:
+        raise UserError(f"rank_auto has unknown settings {unknown} (known: {', '.join(known)})")
+    steps, rank, words = (ra.get(k) for k in known)
     if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps < cfg.trainer.steps:
         raise UserError(
             f"rank_auto.warmup_steps={steps!r} must be an integer in [1, trainer.steps="

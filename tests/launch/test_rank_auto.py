@@ -66,6 +66,7 @@ def test_switch_cuts_ranks_within_budget_and_resumes_exactly(smoke_overrides, tm
         ("rank_auto={warmup_steps:0,budget_rank:2}", "rank_auto.warmup_steps=0"),
         ("rank_auto={warmup_steps:3}", "exactly one of budget_rank"),
         ("rank_auto={warmup_steps:3,budget_rank:64}", "rank_auto.budget_rank=64"),
+        ("rank_auto={warmup_steps:3,budget_rnk:4}", r"unknown settings \['budget_rnk'\]"),
     ],
 )
 def test_bad_settings_are_one_line(smoke_overrides, override, message):
