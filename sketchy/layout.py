@@ -145,13 +145,22 @@ def gather_blocks(leaves, layout: Layout) -> dict[str, jax.Array]:
     }
 
 
-def scatter_blocks(blocks: dict[str, jax.Array], layout: Layout) -> dict[int, jax.Array]:
-    """Inverse of :func:`gather_blocks`: ``{leaf index: parameter-shaped array}``."""
-    out: dict[int, jax.Array] = {}
+def leaf_slices(layout: Layout) -> dict[int, tuple[str, int, int]]:
+    """``{leaf index: (group key, start, stop)}``: where each leaf's blocks sit in its group's
+    stacked axis (the order :func:`gather_blocks` stacks them)."""
+    out = {}
     for key, members in layout.groups.items():
         offset = 0
         for i in members:
             n = layout.plans[i].total_blocks
-            out[i] = from_blocks(blocks[key][offset : offset + n], layout.plans[i])
+            out[i] = (key, offset, offset + n)
             offset += n
     return out
+
+
+def scatter_blocks(blocks: dict[str, jax.Array], layout: Layout) -> dict[int, jax.Array]:
+    """Inverse of :func:`gather_blocks`: ``{leaf index: parameter-shaped array}``."""
+    return {
+        i: from_blocks(blocks[key][start:stop], layout.plans[i])
+        for i, (key, start, stop) in leaf_slices(layout).items()
+    }

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from sketchy.frequent_directions import FDState
 from sketchy.kronecker import KroneckerState
-from sketchy.layout import Layout, plan_layout
+from sketchy.layout import Layout, leaf_slices, plan_layout
 from sketchy.rank_budget import FactorSpectrum, factor_spectrum, fd_truncate
 from sketchy.sketchy import sketchy as _sketchy
 
@@ -73,22 +73,18 @@ def kronecker_state(opt_state) -> KroneckerState:
 
 def _per_leaf(factors: Mapping, layout: Layout) -> dict[int, tuple]:
     """``{leaf index: per-axis factor states of that leaf's blocks only}`` (its slice of its
-    group, in the order :func:`sketchy.layout.gather_blocks` stacks them)."""
-    out = {}
+    group, :func:`sketchy.layout.leaf_slices`)."""
     for key, members in layout.groups.items():
         if key not in factors:
             raise ValueError(f"rank_resize: the state has no group {key!r}: wrong ranks/options")
-        offset = 0
-        for i in members:
-            n = layout.plans[i].total_blocks
-            out[i] = tuple(
-                jax.tree.map(lambda a, o=offset, n=n: a[o : o + n], f) for f in factors[key]
-            )
-            offset += n
         stacked = jax.tree.leaves(factors[key])[0].shape[0]
-        if offset != stacked:
-            raise ValueError(f"rank_resize: group {key!r} has {stacked} blocks, layout {offset}")
-    return out
+        expected = sum(layout.plans[i].total_blocks for i in members)
+        if expected != stacked:
+            raise ValueError(f"rank_resize: group {key!r} has {stacked} blocks, layout {expected}")
+    return {
+        i: tuple(jax.tree.map(lambda a, lo=lo, hi=hi: a[lo:hi], f) for f in factors[key])
+        for i, (key, lo, hi) in leaf_slices(layout).items()
+    }
 
 
 def param_factors(
