@@ -39,6 +39,10 @@ def settings(cfg, make_optimizer) -> RankAuto | None:
     ra = cfg.get("rank_auto")
     if ra is None:
         return None
+    if "factor_ranks" not in inspect.signature(make_optimizer).parameters:
+        raise UserError(
+            "rank_auto chooses Sketchy's per-factor ranks: use optimizer=sketchy or unset rank_auto"
+        )
     example = "rank_auto={warmup_steps:100,budget_rank:16}"
     known = ("warmup_steps", "budget_rank", "budget_words_per_param")
     unknown = sorted(set(ra) - set(known))
@@ -54,17 +58,14 @@ def settings(cfg, make_optimizer) -> RankAuto | None:
         raise UserError(
             f"rank_auto needs exactly one of budget_rank, budget_words_per_param: {example}"
         )
-    if rank is not None and (not isinstance(rank, int) or not 1 <= rank <= cfg.rank):
+    warmup_rank = cfg.optimizer.get("rank")
+    if rank is not None and (not isinstance(rank, int) or not 1 <= rank <= (warmup_rank or 0)):
         raise UserError(
-            f"rank_auto.budget_rank={rank!r} must be an integer in [1, rank={cfg.rank}] (the "
-            f"warm-up rank): use e.g. {example}"
+            f"rank_auto.budget_rank={rank!r} must be an integer in [1, optimizer.rank="
+            f"{warmup_rank}] (the warm-up rank): use e.g. {example}"
         )
     if words is not None and not (isinstance(words, int | float) and words > 0):
         raise UserError(f"rank_auto.budget_words_per_param={words!r} must be > 0: use e.g. 0.5")
-    if "factor_ranks" not in inspect.signature(make_optimizer).parameters:
-        raise UserError(
-            "rank_auto chooses Sketchy's per-factor ranks: use optimizer=sketchy or unset rank_auto"
-        )
     return RankAuto(steps, rank, None if words is None else float(words))
 
 
@@ -84,14 +85,11 @@ def save(run_dir: Path, step: int, factor_ranks: dict, summary: dict) -> None:
     )
 
 
-def _layout_options(options: dict) -> dict:
-    """The optimizer's arguments minus those the resize is told separately or ignores."""
-    return {k: v for k, v in options.items() if k not in ("factor_ranks", "block_sharding")}
-
-
-def allocate(ra: RankAuto, opt_state, params, options: dict) -> tuple[dict, dict]:
-    """``(factor_ranks, summary)`` from the warm-up state (host arrays), within the budget."""
-    options = _layout_options(options)
+def switch(ra: RankAuto, opt_state, params, options: dict) -> tuple[dict, object, dict]:
+    """``(factor_ranks, new opt_state, summary)``: ranks allocated from the warm-up state
+    (host arrays) within the budget, and the state cut to them (re-shard it afterwards).
+    ``options``: the optimizer's arguments (its layout and warm-up ``rank``)."""
+    options = {k: v for k, v in options.items() if k not in ("factor_ranks", "block_sharding")}
     spectra = rank_resize.factor_spectra(opt_state, params, **options)
     if ra.budget_rank is not None:
         budget = rank_budget.budget_of_uniform_rank(spectra, ra.budget_rank)
@@ -102,35 +100,29 @@ def allocate(ra: RankAuto, opt_state, params, options: dict) -> tuple[dict, dict
         ranks = rank_budget.allocate_ranks(spectra, budget, max_rank=options["rank"])
     except ValueError as e:
         raise UserError(f"rank_auto: {e}: raise the budget") from None
-    used = sum(rank_budget.rank_cost(spectra[key], r) for key, r in ranks.items())
     summary = {
         "budget_words": budget,
-        "used_words": used,
+        "used_words": sum(rank_budget.rank_cost(spectra[key], r) for key, r in ranks.items()),
         "captured_share": rank_budget.captured_mass(spectra, ranks),
         "ranks": {f"{p} axis {a}": r for (p, a), r in sorted(ranks.items())},
     }
-    return rank_resize.as_factor_ranks(ranks), summary
+    factor_ranks = rank_resize.as_factor_ranks(ranks)
+    return (
+        factor_ranks,
+        rank_resize.resize_state(opt_state, params, factor_ranks, **options),
+        summary,
+    )
 
 
-def metrics(summary: dict, state_bytes: dict, n_params: int) -> dict:
-    """What the switch logs: the budget, the words used, the captured share, and the new
-    optimizer state's bytes (the same keys as the trainer's first log line, so the latest
-    value of each is the memory the run ended with)."""
+def metrics(summary: dict) -> dict:
+    """What the switch logs besides the new state's memory: budget, words used, captured
+    share, smallest and largest rank."""
     out = {f"rank_auto/{k}": summary[k] for k in ("budget_words", "used_words", "captured_share")}
     ranks = list(summary["ranks"].values())
-    out |= {"rank_auto/rank_min": min(ranks), "rank_auto/rank_max": max(ranks)}
-    out |= {f"optimizer/bytes_{k}": v for k, v in state_bytes.items()}
-    return out | {
-        f"optimizer/bytes_per_param_{k}": v / (4 * n_params) for k, v in state_bytes.items()
-    }
+    return out | {"rank_auto/rank_min": min(ranks), "rank_auto/rank_max": max(ranks)}
 
 
 def record_fields(run_dir: Path) -> dict:
     """``{"rank_auto": <the ranks file>}`` for the run record, when the run switched."""
     path = Path(run_dir) / RANKS_FILE
     return {"rank_auto": json.loads(path.read_text())} if path.exists() else {}
-
-
-def resize(opt_state, params, factor_ranks: dict, options: dict):
-    """The warm-up state cut to ``factor_ranks`` (host arrays; re-shard it afterwards)."""
-    return rank_resize.resize_state(opt_state, params, factor_ranks, **_layout_options(options))

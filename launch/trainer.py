@@ -112,6 +112,16 @@ def _compiled(workload, tx, schedule, mesh, layout, rng):
     return abstract, state_sharding, jax.jit(init, out_shardings=state_sharding), step_fn
 
 
+def _state_metrics(abstract, mesh, state_sharding) -> dict:
+    """The optimizer state's bytes by category, in words per parameter, and how it is split
+    over the mesh (logged at the start, and again when ``rank_auto`` changes the state)."""
+    mem = memory.state_bytes(abstract.opt_state)
+    n_params = memory.param_count(abstract.params)
+    out = {f"optimizer/bytes_{k}": v for k, v in mem.items()}
+    out |= {f"optimizer/bytes_per_param_{k}": v / (4 * n_params) for k, v in mem.items()}
+    return out | sharding.report(mesh, abstract, state_sharding)
+
+
 class _Sigterm:
     """Turns SIGTERM into a flag the loop polls, so it can checkpoint and exit cleanly."""
 
@@ -201,12 +211,8 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
         tags=list(cfg.logger.tags),
         is_main_process=main_process,
     )
-    mem = memory.state_bytes(abstract.opt_state)
-    n_params = memory.param_count(abstract.params)
-    static = {f"optimizer/bytes_{k}": v for k, v in mem.items()}
-    static |= {f"optimizer/bytes_per_param_{k}": v / (4 * n_params) for k, v in mem.items()}
-    static |= {"model/num_params": n_params, "mesh/data": n_data}
-    static |= sharding.report(mesh, abstract, state_sharding)
+    static = _state_metrics(abstract, mesh, state_sharding)
+    static |= {"model/num_params": memory.param_count(abstract.params), "mesh/data": n_data}
     if resumed_from is not None:
         static["resumed_from_step"] = resumed_from
     log.log(start, static)
@@ -252,7 +258,7 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
     try:
         for step in bar:
             batch = put(next(data))
-            if step == start or not compiled:
+            if not compiled:  # the first step, and the first after a rank_auto switch
                 compiled = True
                 t0 = time.time()
                 step_fn = step_fn.lower(state, batch).compile()
@@ -291,7 +297,7 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
                 t_last = time.time()
             step_meta = meta | {"step": done, "nonfinite_total": policy.total}
             if ranks_auto and allocated is None and done == ranks_auto.warmup_steps:
-                allocated, summary = rank_auto.allocate(
+                allocated, opt_state, summary = rank_auto.switch(
                     ranks_auto,
                     *mesh_lib.host_readable((state.opt_state, state.params), mesh),
                     getattr(make_optimizer, "keywords", {}) | opt_kwargs,
@@ -301,12 +307,6 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
                 abstract, state_sharding, _, step_fn = _compiled(
                     workload, tx, schedule, mesh, layout, rng
                 )
-                opt_state = rank_auto.resize(
-                    mesh_lib.host_readable(state.opt_state, mesh),
-                    mesh_lib.host_readable(state.params, mesh),
-                    allocated,
-                    getattr(make_optimizer, "keywords", {}),
-                )
                 state = jax.device_put(state._replace(opt_state=opt_state), state_sharding)
                 compiled, meta["signature"] = False, state_signature(abstract)
                 step_meta["signature"] = meta["signature"]
@@ -314,8 +314,8 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
                 ckpt.wait()  # the ranks file promises a checkpoint with these shapes
                 if main_process:
                     rank_auto.save(run_dir, done, allocated, summary)
-                mem = memory.state_bytes(abstract.opt_state)
-                log.log(done, rank_auto.metrics(summary, mem, n_params))
+                switched = _state_metrics(abstract, mesh, state_sharding)
+                log.log(done, rank_auto.metrics(summary) | switched)
                 summarize_spectra = _spectra_summarizer(tcfg, tx, state.params)
             ckpt.save(done, state, step_meta)
             if sigterm.requested:
