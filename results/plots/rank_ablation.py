@@ -68,8 +68,12 @@ def make(records_dir: Path, out_dir: Path) -> list[Path]:
         "| experiment | variant | test error | validation | seeds | 2nd-moment words / param |",
         "|---|---|---|---|---|---|",
     ]
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    # One panel per workload: their metrics (1 - mAP, top-1 error) share no axis.
+    workloads = sorted({choice(r[0], "workload") for r in experiments.values()})
+    fig, axes = plt.subplots(1, len(workloads), figsize=(5.5 * len(workloads), 3.8), squeeze=False)
+    panel = dict(zip(workloads, axes[0], strict=True))
     for exp, records in experiments.items():
+        ax = panel[choice(records[0], "workload")]
         key, to_err, label = METRICS[choice(records[0], "workload")]
         groups: dict[str, dict[int, dict]] = {}
         for r in records:
@@ -92,8 +96,9 @@ def make(records_dir: Path, out_dir: Path) -> list[Path]:
         _plot(ax, exp, xs, ys, es, names)
         lines += _allocated_ranks(exp, groups)
         ax.set_ylabel(f"test {label}")
-    ax.set_xlabel("second-moment memory (words / parameter)")
-    ax.legend(fontsize=7)
+    for ax in panel.values():
+        ax.set_xlabel("second-moment memory (words / parameter)")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     out = [
         write_text(Path(out_dir) / "tables" / "rank_ablation.md", "\n".join(lines) + "\n"),
