@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 import jax
+import numpy as np
 
 from launch.atomic import write_json
 from launch.errors import UserError
-from sketchy import rank_budget, rank_resize
+from sketchy import rank_budget, rank_resize, spectra
 
 RANKS_FILE = "factor_ranks.json"
 
@@ -90,21 +91,24 @@ def switch(ra: RankAuto, opt_state, params, options: dict) -> tuple[dict, object
     (host arrays) within the budget, and the state cut to them (re-shard it afterwards).
     ``options``: the optimizer's arguments (its layout and warm-up ``rank``)."""
     options = {k: v for k, v in options.items() if k not in ("factor_ranks", "block_sharding")}
-    spectra = rank_resize.factor_spectra(opt_state, params, **options)
+    specs = rank_resize.factor_spectra(opt_state, params, **options)
     if ra.budget_rank is not None:
-        budget = rank_budget.budget_of_uniform_rank(spectra, ra.budget_rank)
+        budget = rank_budget.budget_of_uniform_rank(specs, ra.budget_rank)
     else:
         n_params = sum(x.size for x in jax.tree.leaves(params))
         budget = int(ra.budget_words_per_param * n_params)
     try:
-        ranks = rank_budget.allocate_ranks(spectra, budget, max_rank=options["rank"])
+        ranks = rank_budget.allocate_ranks(specs, budget, max_rank=options["rank"])
     except ValueError as e:
         raise UserError(f"rank_auto: {e}: raise the budget") from None
     summary = {
         "budget_words": budget,
-        "used_words": sum(rank_budget.rank_cost(spectra[key], r) for key, r in ranks.items()),
-        "captured_share": rank_budget.captured_mass(spectra, ranks),
+        "used_words": sum(rank_budget.rank_cost(specs[key], r) for key, r in ranks.items()),
+        "captured_share": rank_budget.captured_mass(specs, ranks),
         "ranks": {f"{p} axis {a}": r for (p, a), r in sorted(ranks.items())},
+        "intrinsic_dims": {
+            f"{p} axis {a}": intrinsic_dim(spec) for (p, a), spec in sorted(specs.items())
+        },
     }
     factor_ranks = rank_resize.as_factor_ranks(ranks)
     return (
@@ -112,6 +116,18 @@ def switch(ra: RankAuto, opt_state, params, options: dict) -> tuple[dict, object
         rank_resize.resize_state(opt_state, params, factor_ranks, **options),
         summary,
     )
+
+
+def intrinsic_dim(spec: rank_budget.FactorSpectrum) -> float:
+    """The factor's intrinsic dimension ``tr C / lambda_max`` at the switch, mean over its
+    blocks, with ``C = Gbar + tail I`` the warm-up sketch (``d`` eigenvalues: the ``k``
+    kept plus the tail, as the spectra log reads a sketch): what its allocated rank is
+    read against."""
+    lam = np.asarray(spec.eigvals, np.float64).reshape(-1, np.shape(spec.eigvals)[-1])
+    tail = np.broadcast_to(np.asarray(spec.tail, np.float64).reshape(-1, 1), (len(lam), 1))
+    rest = np.repeat(tail, spec.d - lam.shape[1], axis=1)
+    full = np.concatenate([lam + tail, rest], axis=1)
+    return float(np.mean(np.asarray(spectra.intrinsic_dimension(full))))
 
 
 def metrics(summary: dict) -> dict:

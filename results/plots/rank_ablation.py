@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from scipy.stats import spearmanr
 
 from launch.atomic import save_figure, write_text
 from results.plots.common import choice, load_records, mean_ci
@@ -72,6 +73,7 @@ def make(records_dir: Path, out_dir: Path) -> list[Path]:
     workloads = sorted({choice(r[0], "workload") for r in experiments.values()})
     fig, axes = plt.subplots(1, len(workloads), figsize=(5.5 * len(workloads), 3.8), squeeze=False)
     panel = dict(zip(workloads, axes[0], strict=True))
+    rank_tables: list[str] = []  # after the main table: a table inside it would cut it
     for exp, records in experiments.items():
         ax = panel[choice(records[0], "workload")]
         key, to_err, label = METRICS[choice(records[0], "workload")]
@@ -94,12 +96,13 @@ def make(records_dir: Path, out_dir: Path) -> list[Path]:
             )
             xs.append(words), ys.append(m), es.append(ci), names.append(name)
         _plot(ax, exp, xs, ys, es, names)
-        lines += _allocated_ranks(exp, groups)
+        rank_tables += _allocated_ranks(exp, groups)
         ax.set_ylabel(f"test {label}")
     for ax in panel.values():
         ax.set_xlabel("second-moment memory (words / parameter)")
         ax.legend(fontsize=7)
     fig.tight_layout()
+    lines += rank_tables
     out = [
         write_text(Path(out_dir) / "tables" / "rank_ablation.md", "\n".join(lines) + "\n"),
         save_figure(fig, Path(out_dir) / "figures" / "rank_ablation.png", dpi=120),
@@ -136,7 +139,9 @@ def _plot(ax, exp: str, xs, ys, es, names) -> None:
 
 
 def _allocated_ranks(exp: str, groups: dict[str, dict[int, dict]]) -> list[str]:
-    """Per factor, the ranks ``rank_auto`` chose (the lowest seed's run of each budget)."""
+    """Per factor, the ranks ``rank_auto`` chose (the lowest seed's run of each budget) and,
+    where the record has them, the factors' intrinsic dimensions at the switch with the
+    rank correlation between the two."""
     chosen = {
         name: runs[min(runs)]["rank_auto"]
         for name, runs in sorted(groups.items(), key=lambda kv: _sort_key(kv[0]))
@@ -146,21 +151,43 @@ def _allocated_ranks(exp: str, groups: dict[str, dict[int, dict]]) -> list[str]:
         return []
     names = list(chosen)
     factors = sorted({f for c in chosen.values() for f in c["ranks"]})
+    dims = next((c["intrinsic_dims"] for c in chosen.values() if "intrinsic_dims" in c), None)
     out = [
         "",
         f"Ranks chosen by `rank_auto` in {exp} (seed {min(groups[names[0]])}; budget = the",
         "sketch words of the uniform rank; captured share: the allocated directions' share of",
-        "their factors' traces at the switch, summed over factors).",
+        "their factors' traces at the switch, summed over factors"
+        + (
+            "; intrinsic dimension: tr C / lambda_max of the factor's warm-up sketch at the\n"
+            "switch, C = Gbar + tail I, mean over its blocks; the warm-up, hence C, is the same\n"
+            "for every budget of a seed)."
+            if dims
+            else ")."
+        ),
         "",
-        "| factor | " + " | ".join(names) + " |",
-        "|---|" + "---|" * len(names),
+        "| factor | " + " | ".join(names) + (" | intrinsic dimension |" if dims else " |"),
+        "|---|" + "---|" * (len(names) + bool(dims)),
     ]
-    out += [
-        f"| `{f}` | " + " | ".join(str(c["ranks"].get(f, "-")) for c in chosen.values()) + " |"
-        for f in factors
-    ]
+    for f in factors:
+        cells = [str(c["ranks"].get(f, "-")) for c in chosen.values()]
+        cells += [f"{dims[f]:.1f}" if f in dims else "-"] if dims else []
+        out.append(f"| `{f}` | " + " | ".join(cells) + " |")
     for key in ("budget_words", "used_words", "captured_share"):
         values = [c[key] for c in chosen.values()]
         cells = [f"{v:,}" if isinstance(v, int) else f"{v:.2f}" for v in values]
-        out.append(f"| {key} | " + " | ".join(cells) + " |")
+        out.append(f"| {key} | " + " | ".join(cells) + (" | |" if dims else " |"))
+    if dims:
+        out.append(
+            "| Spearman (rank, intrinsic dim.) | "
+            + " | ".join(_spearman(c["ranks"], dims) for c in chosen.values())
+            + " | |"
+        )
     return out
+
+
+def _spearman(ranks: dict, dims: dict) -> str:
+    common = sorted(set(ranks) & set(dims))
+    if len(common) < 3:
+        return "-"
+    rho = spearmanr([ranks[f] for f in common], [dims[f] for f in common]).statistic
+    return f"{rho:.2f}"

@@ -10,6 +10,8 @@ from conftest import compose_config
 from test_training_runs import params_of, run
 
 from launch.errors import UserError
+from launch.rank_auto import intrinsic_dim
+from sketchy.rank_budget import FactorSpectrum
 
 AUTO = "rank_auto={warmup_steps:3,budget_rank:2}"
 
@@ -46,6 +48,8 @@ def test_switch_cuts_ranks_within_budget_and_resumes_exactly(smoke_overrides, tm
     assert words[-1][0] == 3 and words[-1][1] < words[0][1]  # logged again at the switch
     assert saved["step"] == 3
     assert 0 < saved["used_words"] <= saved["budget_words"]
+    dims = saved["intrinsic_dims"]
+    assert set(dims) == set(saved["ranks"]) and all(1.0 <= v for v in dims.values()), dims
     ranks = [r for rs in saved["factor_ranks"].values() for r in rs]
     assert min(ranks) >= 1 and max(ranks) <= 8 and len(set(ranks)) > 1, saved["factor_ranks"]
     before, after = params_of(straight, 2), params_of(straight, 6)
@@ -79,3 +83,18 @@ def test_only_for_sketchy(smoke_overrides):
     cfg = compose_config([*smoke_overrides, "optimizer=shampoo", AUTO])
     with pytest.raises(UserError, match="optimizer=sketchy"):
         run(cfg)
+
+
+def test_intrinsic_dim_reads_the_sketch_with_its_tail():
+    """``tr(Gbar + tail I) / lambda_max``, block by block, then the mean: d = 10, kept
+    eigenvalues (4, 2, 1) and tail 0.5 -> (4.5 + 2.5 + 1.5 + 7 x 0.5) / 4.5; a block of
+    (2, 2, 2) without tail -> 3."""
+    spec = FactorSpectrum(
+        d=10,
+        nblocks=2,
+        eigvals=np.array([[4.0, 2.0, 1.0], [2.0, 2.0, 2.0]]),
+        tail=np.array([0.5, 0.0]),
+    )
+    assert intrinsic_dim(spec) == pytest.approx(((12.0 / 4.5) + 3.0) / 2)
+    one = FactorSpectrum(d=3, nblocks=1, eigvals=np.array([1.0, 0.0, 0.0]), tail=np.array(0.0))
+    assert intrinsic_dim(one) == pytest.approx(1.0)

@@ -115,24 +115,30 @@ def test_rank_ablation_table_and_pareto_plot(tmp_path):
 
 def test_rank_auto_series_reads_memory_after_the_switch(tmp_path):
     """A rank_auto record logs its warm-up memory first and its allocated memory at the
-    switch: the table uses the last value, and lists the chosen ranks per factor."""
+    switch: the table uses the last value, and lists the chosen ranks per factor beside
+    their intrinsic dimensions (with the rank correlation), after every row of the main
+    table (a table in between would cut it)."""
     root = tmp_path / "records"
-    exp = root / "rank_auto_ogbg_molpcba_mini"
-    for seed in (0, 1):
-        name = f"sketchy_auto16_seed{seed}"
-        rec = _record("sketchy", seed, 0.5, 0.30, name=name, words=4.0)
-        rec["curves"]["optimizer/bytes_per_param_statistics"].append([200, 0.25])
-        rec["rank_auto"] = {
-            "step": 200,
-            "ranks": {"['w'] axis 0": 12, "['w'] axis 1": 3},
-            "budget_words": 1000,
-            "used_words": 990,
-            "captured_share": 1.5,
-        }
-        _write(exp, name, rec)
+    for exp_name in ("rank_auto_imagenet_mini", "rank_auto_ogbg_molpcba_mini"):
+        exp = root / exp_name
+        for seed in (0, 1):
+            name = f"sketchy_auto16_seed{seed}"
+            rec = _record("sketchy", seed, 0.5, 0.30, name=name, words=4.0)
+            rec["curves"]["optimizer/bytes_per_param_statistics"].append([200, 0.25])
+            rec["rank_auto"] = {
+                "step": 200,
+                "ranks": {"['w'] axis 0": 12, "['w'] axis 1": 3, "['v'] axis 0": 7},
+                "intrinsic_dims": {"['w'] axis 0": 20.0, "['w'] axis 1": 2.5, "['v'] axis 0": 9.0},
+                "budget_words": 1000,
+                "used_words": 990,
+                "captured_share": 1.5,
+            }
+            _write(exp, name, rec)
     rank_ablation.make(root, tmp_path / "out")
-    table = (tmp_path / "out" / "tables" / "rank_ablation.md").read_text()
-    row = next(x for x in table.splitlines() if x.startswith("| rank_auto_ogbg"))
-    assert row.endswith("| 2 | 0.750 |"), row  # 0.25 statistics + 0.5 preconditioners
-    assert "| `['w'] axis 0` | 12 |" in table and "| used_words | 990 |" in table
-    assert "| captured_share | 1.50 |" in table
+    table = (tmp_path / "out" / "tables" / "rank_ablation.md").read_text().splitlines()
+    rows = [i for i, x in enumerate(table) if x.startswith("| rank_auto_")]
+    assert len(rows) == 2 and rows[1] == rows[0] + 1, table  # one main table, unbroken
+    assert table[rows[0]].endswith("| 2 | 0.750 |"), table[rows[0]]  # 0.25 stats + 0.5 precond
+    assert "| `['w'] axis 0` | 12 | 20.0 |" in table and "| used_words | 990 | |" in table
+    assert "| captured_share | 1.50 | |" in table
+    assert "| Spearman (rank, intrinsic dim.) | 1.00 | |" in table  # same order: 3 < 7 < 12
