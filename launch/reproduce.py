@@ -201,6 +201,24 @@ def execute(run: Run, records: Path, runs: Path) -> tuple[int, float]:
     return proc.returncode, time.time() - t0
 
 
+def print_totals(todo: list[tuple[str, Run | None, str]], records: Path) -> None:
+    """Per study and in all: runs recorded of those known, and the hours their records
+    took (``wall_time_s``: a resumed run counts its last attempt only, so this is a lower
+    bound on the time the plan takes on the machine that made them)."""
+    totals: dict[str, list] = {}
+    for study, run, _ in todo:
+        t = totals.setdefault(study, [0, 0, 0.0])
+        t[1] += 1
+        record = load_record(run.record(records)) if run is not None else None
+        if record is not None:
+            t[0] += 1
+            t[2] += float(record.get("wall_time_s") or 0.0)
+    for study, (done, known, wall) in totals.items():
+        print(f"{study}: {done}/{known} recorded, {wall / 3600:.2f} h")
+    done, known, wall = (sum(t[i] for t in totals.values()) for i in range(3))
+    print(f"total: {done}/{known} recorded, {wall / 3600:.2f} h of recorded wall time")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plan", type=Path, default=PLAN)
@@ -230,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 state = "done   " if run.record(args.records).exists() else "pending"
                 print(f"{study}: {state}  {run.record_name} ({note}: {' '.join(run.overrides)})")
+            print_totals(todo, args.records)
             return 0
         pending = [
             (s, r, n) for s, r, n in todo if r is not None and not r.record(args.records).exists()

@@ -103,6 +103,26 @@ def test_final_and_borrowed_runs_use_the_tuned_value(tmp_path):
     )
 
 
+def test_list_totals_recorded_runs_and_hours(tmp_path, capsys):
+    """``--list`` ends with runs recorded / known and the hours of their records, per
+    study and in all (runs still waiting for tuning count as known, not recorded)."""
+    study = _study()
+    plan_path = tmp_path / "plan.yaml"
+    OmegaConf.save(OmegaConf.create({"studies": [study]}), plan_path)
+    for lr, score in [(1e-3, 0.4), (3e-3, 0.5)]:
+        _record(tmp_path, study, lr, score)
+    for lr in (1e-3, 3e-3):
+        path = tuning_run(study, "adam", lr).record(tmp_path)
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"wall_time_s": 2700.0}))
+    assert reproduce.main(["--plan", str(plan_path), "--records", str(tmp_path), "--list"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    # 3 tuning runs (the grid) + 2 seeds waiting; 2 recorded of 45 min each.
+    assert out[-2:] == [
+        "s: 2/5 recorded, 1.50 h",
+        "total: 2/5 recorded, 1.50 h of recorded wall time",
+    ]
+
+
 def test_unknown_study_is_one_line_and_exit_2(tmp_path, capsys):
     assert reproduce.main(["--study", "nope", "--records", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
