@@ -2,9 +2,12 @@
 every ``trainer.spectra_every`` steps, and the one warning of a run whose sketches are too
 small (``trainer.sketch_health.threshold`` / ``.patience``)."""
 
+from pathlib import Path
+
 import jax
 
 from launch.errors import warn
+from launch.metrics_log import read_metrics
 from sketchy import sketch_health
 
 DEFAULT_THRESHOLD, DEFAULT_PATIENCE = 0.5, 3
@@ -46,12 +49,23 @@ class SketchHealth:
         if self.owners is None:
             return {}
         out = sketch_health.health_summary(opt_state, self.owners, self.names)
-        worst = out.get("escaped_share_max", 0.0)
-        self.streak = self.streak + 1 if worst > self.threshold else 0
-        if self.streak >= self.patience and not self.warned:
-            self.warned = True
+        if self._check(out.get("escaped_share_max", 0.0)):
             warn(self.message(out, step))
         return out
+
+    def replay(self, shares) -> None:
+        """Restore the streak and the warned flag of a resumed run from the worst escaped
+        shares it logged before (``spectra/escaped_share_max``, in step order), printing
+        nothing: the warning comes once per run, not once per attempt."""
+        for worst in shares:
+            self._check(worst)
+
+    def _check(self, worst: float) -> bool:
+        """Count one check; True when it is the one that should warn."""
+        self.streak = self.streak + 1 if worst > self.threshold else 0
+        due = self.streak >= self.patience and not self.warned
+        self.warned = self.warned or due
+        return due
 
     def message(self, out: dict, step: int) -> str:
         d, k = int(out["escaped_share_max_dim"]), int(out["escaped_share_max_rank"])
@@ -62,3 +76,14 @@ class SketchHealth:
             f"{self.streak} checks in a row; try rank={sketch_health.suggest_rank(k, d)} "
             f"(rank >= {d} makes this factor's sketch exact)"
         )
+
+
+def logged_shares(run_dir: Path, after: int, upto: int) -> list[float]:
+    """The worst escaped shares ``run_dir``'s metrics log holds for steps in ``(after,
+    upto]``, in step order (the last write per step wins): what :meth:`SketchHealth.replay`
+    takes when a run resumes at ``upto``."""
+    key = "spectra/escaped_share_max"
+    by_step = {
+        r["step"]: r[key] for r in read_metrics(run_dir) if key in r and after < r["step"] <= upto
+    }
+    return [by_step[s] for s in sorted(by_step)]

@@ -23,7 +23,7 @@ from launch.checkpointing import Checkpointer, state_signature
 from launch.errors import NonFiniteError, UserError, warn
 from launch.metrics_log import MetricsLog
 from launch.run_record import trainer_record, write_record
-from launch.sketch_health_log import SketchHealth
+from launch.sketch_health_log import SketchHealth, logged_shares
 from launch.train_step import init_train_state, train_step
 from sketchy import memory, spectra
 from sketchy.kronecker import optimizer_counters
@@ -70,7 +70,7 @@ class _NonFinitePolicy:
         return self.streak >= self.limit
 
 
-def _spectra_summarizer(tcfg, tx, params):
+def _spectra_summarizer(tcfg, tx, params, logged_shares=()):
     """``opt_state -> {name: value}``: the spectra summary logged every ``spectra_every`` steps.
 
     With ``trainer.spectra_first_layer`` (a parameter path such as
@@ -86,6 +86,8 @@ def _spectra_summarizer(tcfg, tx, params):
             raise UserError(f"trainer.spectra_first_layer: {e}") from None
 
     health = SketchHealth.from_config(tcfg, tx, params)  # escaped shares; warns once
+    if health is not None:
+        health.replay(logged_shares)  # a resumed run's earlier checks
 
     def summarize(opt_state, step):
         out = spectra.spectra_summary(opt_state, k=tcfg.spectra_top_k)
@@ -237,7 +239,10 @@ def train(workload, make_optimizer, schedule, cfg, *, on_ready: Callable | None 
         log.log(step, out)
         return out
 
-    summarize_spectra = _spectra_summarizer(tcfg, tx, state.params)
+    # A resumed run's earlier health checks (since the rank_auto switch, which starts afresh).
+    since = ranks_auto.warmup_steps if allocated is not None else -1
+    shares = logged_shares(run_dir, since, start) if resumed_from is not None else []
+    summarize_spectra = _spectra_summarizer(tcfg, tx, state.params, shares)
 
     # ---- Loop.
     sigterm = _Sigterm()

@@ -61,6 +61,15 @@ def test_an_adequate_rank_does_not_warn(capsys):
     assert warnings(capsys) == []
 
 
+def test_replay_restores_the_streak_and_the_warning_without_printing(capsys):
+    tx = sketchy.sketchy(1e-3, rank=2, update_freq=1)
+    health = SketchHealth(tx, PARAMS, threshold=0.3, patience=3)
+    health.replay([0.9, 0.1, 0.9, 0.9])  # the 0.1 broke the first streak
+    assert (health.streak, health.warned) == (2, False) and warnings(capsys) == []
+    health.replay([0.9])
+    assert health.warned and warnings(capsys) == []  # warned before: not again
+
+
 def test_no_sketches_no_probe_no_summary():
     health = SketchHealth(sketchy.shampoo(1e-3), PARAMS)
     assert health.owners is None and health(None, 1) == {}
@@ -92,3 +101,8 @@ def test_a_tiny_run_logs_the_summary_and_warns_once(smoke_overrides, tmp_path, c
     assert len(lines) == 1, lines
     assert "try rank=4" in lines[0] and rows[-1]["spectra/escaped_share_max_path"] in lines[0]
     assert rows[-1]["spectra/escaped_share_max"] > 0.05
+    # Resumed for two more steps: the run has warned already (read back from its log).
+    run(compose_config([*overrides, "trainer.steps=8"]))
+    rows = [r for r in read_metrics(tmp_path / "run") if "spectra/escaped_share_max" in r]
+    assert [r["step"] for r in rows][-2:] == [7, 8] and rows[-1]["spectra/escaped_share_max"] > 0.05
+    assert warnings(capsys) == []
