@@ -81,5 +81,5 @@ ACCEL_CHECK = $(VENV)/bin/uv pip compile -q --no-header $(call ACCEL_PLATFORM,$(
 accel-check: $(STAMP)  ## check that requirements-{cuda12,tpu}.txt resolve with requirements.txt (package index, no GPU)
 	@$(foreach a,$(ACCELS),$(call ACCEL_CHECK,$(a)) &&) true
 
-clean:  ## remove caches and run outputs (keeps .venv)
-	rm -rf .pytest_cache .ruff_cache runs outputs multirun
+clean:  ## remove caches and run outputs (keeps .venv), the trainer's compilation cache too
+	rm -rf .pytest_cache .ruff_cache runs outputs multirun ~/.cache/sketchy/jax

@@ -62,6 +62,7 @@ def run(cfg: DictConfig, workload=None) -> dict:
 
         # Before the workload is built: a float64 loss needs it (workload=quadratic).
         jax.config.update("jax_enable_x64", bool(cfg.trainer.get("jax_enable_x64", False)))
+        use_compilation_cache(cfg.trainer.get("compilation_cache_dir"))
 
         resolved = OmegaConf.to_container(cfg, resolve=True)
         validation.check_config(resolved)
@@ -86,6 +87,16 @@ def run(cfg: DictConfig, workload=None) -> dict:
         if armed and isinstance(e, REPORTED):
             guard.undo()
         raise
+
+
+def use_compilation_cache(path: str | None) -> None:
+    """JAX's persistent compilation cache in ``path`` (``~`` expanded; ``None``: off), before
+    the first compile of the process. ``JAX_COMPILATION_CACHE_DIR``, which JAX reads
+    itself, takes precedence (the tests point it at a cache of their own)."""
+    import jax
+
+    if path and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(str(path)))
 
 
 def report(e: BaseException) -> None:

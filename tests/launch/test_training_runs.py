@@ -172,6 +172,29 @@ def test_multirun_over_two_seeds(data_dir, tmp_path):
     assert len(losses) == 2  # different initializations and batches
 
 
+def test_compilation_cache_dir_receives_the_compiled_step(data_dir, tmp_path):
+    """``trainer.compilation_cache_dir`` (the tests' own JAX_COMPILATION_CACHE_DIR unset
+    here): the run leaves its compiled programs there, the training step among them, for
+    the next process that compiles the same program."""
+    cache = tmp_path / "jax-cache"
+    out = run_cli(
+        [
+            "debug=smoke",
+            "optimizer=adam",
+            f"workload.data_dir={data_dir}",
+            "workload.max_molecules=300",
+            f"run_dir={tmp_path / 'run'}",
+            f"trainer.compilation_cache_dir={cache}",
+        ],
+        # (Every program is cached: on a fast machine this step may compile in under JAX's
+        # default threshold of 1 s.)
+        env={"JAX_COMPILATION_CACHE_DIR": "", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    entries = [p.name for p in cache.iterdir()] if cache.exists() else []
+    assert any(name.startswith("jit_train_step") for name in entries), entries
+
+
 def test_sigterm_saves_and_resumes(data_dir, tmp_path):
     """SIGTERM mid-run: checkpoint, clean exit (rc 0); rerunning resumes from that step."""
     import signal
