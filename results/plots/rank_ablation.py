@@ -156,7 +156,7 @@ def _allocated_ranks(exp: str, groups: dict[str, dict[int, dict]]) -> list[str]:
         "",
         f"Ranks chosen by `rank_auto` in {exp} (seed {min(groups[names[0]])}; budget = the",
         "sketch words of the uniform rank; captured share: the allocated directions' share of",
-        "their factors' traces at the switch, summed over factors"
+        "their factor's trace at the switch, mean over factors"
         + (
             "; intrinsic dimension: tr C / lambda_max of the factor's warm-up sketch at the\n"
             "switch, C = Gbar + tail I, mean over its blocks; the warm-up, hence C, is the same\n"
@@ -173,8 +173,11 @@ def _allocated_ranks(exp: str, groups: dict[str, dict[int, dict]]) -> list[str]:
         cells += [f"{dims[f]:.1f}" if f in dims else "-"] if dims else []
         out.append(f"| `{f}` | " + " | ".join(cells) + " |")
     for key in ("budget_words", "used_words", "captured_share"):
-        values = [c[key] for c in chosen.values()]
-        cells = [f"{v:,}" if isinstance(v, int) else f"{v:.2f}" for v in values]
+        # The record's captured_share is the allocation's objective, summed over factors.
+        values = [
+            c[key] / len(c["ranks"]) if key == "captured_share" else c[key] for c in chosen.values()
+        ]
+        cells = [f"{v:,}" if isinstance(v, int) else f"{v:.3f}" for v in values]
         out.append(f"| {key} | " + " | ".join(cells) + (" | |" if dims else " |"))
     if dims:
         out.append(

@@ -140,5 +140,5 @@ def test_rank_auto_series_reads_memory_after_the_switch(tmp_path):
     assert len(rows) == 2 and rows[1] == rows[0] + 1, table  # one main table, unbroken
     assert table[rows[0]].endswith("| 2 | 0.750 |"), table[rows[0]]  # 0.25 stats + 0.5 precond
     assert "| `['w'] axis 0` | 12 | 20.0 |" in table and "| used_words | 990 | |" in table
-    assert "| captured_share | 1.50 | |" in table
+    assert "| captured_share | 0.500 | |" in table  # the record's sum over 3 factors, 1.5
     assert "| Spearman (rank, intrinsic dim.) | 1.00 | |" in table  # same order: 3 < 7 < 12
