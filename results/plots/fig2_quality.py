@@ -67,13 +67,13 @@ def target_of(records: list[dict]) -> tuple[str, float, str] | None:
     if objective in own:
         return objective, float(own[objective]), "the experiment's config"
     if first["config"]["workload"].get("data") != "mini" and objective in first.get("targets", {}):
-        return objective, float(first["targets"][objective]), "AlgoPerf's target"
+        return objective, float(first["targets"][objective]), "AlgoPerf"
     adam = [r["final"][objective] for r in records if choice(r, "optimizer") == "adam"]
     adam = [v for v in adam if np.isfinite(v)]
     if not adam:
         return None
     worst = max(adam) if lower_is_better(objective) else min(adam)
-    return objective, float(worst), f"reached by all {len(adam)} Adam seeds"
+    return objective, float(worst), f"the worst final value of the {len(adam)} Adam seeds"
 
 
 def _time_to_target(record: dict, metric: str, target: float) -> dict:
