@@ -24,7 +24,7 @@ import numpy as np
 
 from launch.atomic import write_json
 from launch.errors import UserError
-from sketchy import rank_budget, rank_resize, spectra
+from sketchy import rank_budget, rank_resize
 
 RANKS_FILE = "factor_ranks.json"
 
@@ -120,14 +120,14 @@ def switch(ra: RankAuto, opt_state, params, options: dict) -> tuple[dict, object
 
 def intrinsic_dim(spec: rank_budget.FactorSpectrum) -> float:
     """The factor's intrinsic dimension ``tr C / lambda_max`` at the switch, mean over its
-    blocks, with ``C = Gbar + tail I`` the warm-up sketch (``d`` eigenvalues: the ``k``
-    kept plus the tail, as the spectra log reads a sketch): what its allocated rank is
-    read against."""
+    blocks, with ``C = Gbar + tail I`` the warm-up sketch (as the spectra log reads a
+    sketch): ``(sum lam + d tail) / (lam_1 + tail)``, 0 for an empty sketch. What its
+    allocated rank is read against."""
     lam = np.asarray(spec.eigvals, np.float64).reshape(-1, np.shape(spec.eigvals)[-1])
-    tail = np.broadcast_to(np.asarray(spec.tail, np.float64).reshape(-1, 1), (len(lam), 1))
-    rest = np.repeat(tail, spec.d - lam.shape[1], axis=1)
-    full = np.concatenate([lam + tail, rest], axis=1)
-    return float(np.mean(np.asarray(spectra.intrinsic_dimension(full))))
+    tail = np.asarray(spec.tail, np.float64).reshape(-1)
+    top = lam.max(axis=1) + tail
+    trace = lam.sum(axis=1) + spec.d * tail
+    return float(np.mean(np.where(top > 0, trace / np.where(top > 0, top, 1.0), 0.0)))
 
 
 def metrics(summary: dict) -> dict:
