@@ -17,6 +17,8 @@ from typing import Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from sketchy.blocking import mode_product
+
 FDMethod = Literal["svd", "eigh"]
 HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -209,8 +211,10 @@ def fd_covariance(state: FDState) -> jax.Array:
 def fd_inverse_root_apply(
     state: FDState, y: jax.Array, exponent: float, eps: float, relative_eps: bool = True
 ) -> jax.Array:
-    """Apply ``(Gbar + tail I + eps' I)^(-exponent)`` to the columns of ``y`` (``[d, n]``).
+    """Apply ``(Gbar + tail I + eps' I)^(-exponent)`` to the columns of ``y``.
 
+    ``y`` is ``[d, n]``, or ``[A, d, B]`` with the factor's axis in the middle (what
+    :func:`sketchy.blocking.apply_along_axis` passes: no transposed copy of the block).
     In the span of ``U`` the eigenvalues are ``lam_i + tail`` (the undeflated sketch
     eigenvalue plus the tail of earlier steps); on its complement the eigenvalue is
     ``tail``. ``eps' = eps * (lam_1 + tail)`` if ``relative_eps``. Costs ``4 d k n`` flops
@@ -219,6 +223,8 @@ def fd_inverse_root_apply(
     formed (``2 d^2 (k + n)``), used, and dropped: it is never part of the state. An empty
     sketch (no mass at all) acts as the identity.
     """
+    if y.ndim == 2:
+        return fd_inverse_root_apply(state, y[None], exponent, eps, relative_eps)[0]
     u, lam, tail = state.eigvecs, state.eigvals, state.tail
     top = (lam[0] if lam.shape[0] else 0.0) + tail
     floor = eps * top if relative_eps else eps
@@ -226,10 +232,9 @@ def fd_inverse_root_apply(
     base = jnp.where(empty, 1.0, tail + floor)
     inv_tail = base ** (-exponent)
     inv = jnp.where(empty, 1.0, lam + tail + floor) ** (-exponent)
-    (d, k), n = u.shape, y.shape[1]
+    (d, k), n = u.shape, y.shape[0] * y.shape[2]
     if d * (k + n) < 2 * k * n:
         dense = jnp.matmul(u * (inv - inv_tail)[None, :], u.T, precision=HIGHEST)
-        dense = dense + inv_tail * jnp.eye(d, dtype=dense.dtype)
-        return jnp.matmul(dense, y, precision=HIGHEST)
-    proj = jnp.matmul(u.T, y, precision=HIGHEST)
-    return inv_tail * y + jnp.matmul(u, (inv - inv_tail)[:, None] * proj, precision=HIGHEST)
+        return mode_product(dense + inv_tail * jnp.eye(d, dtype=dense.dtype), y)
+    proj = mode_product(u, y, transpose=True)  # [A, k, B]
+    return inv_tail * y + mode_product(u, (inv - inv_tail)[None, :, None] * proj)

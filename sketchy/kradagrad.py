@@ -65,7 +65,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sketchy.blocking import apply_along_axis, matricize
+from sketchy.blocking import apply_along_axis, matricize, mode_product
 from sketchy.grafting import as_graft
 from sketchy.kronecker import (
     KroneckerRule,
@@ -180,7 +180,7 @@ def _rule(
         y = block.astype(dtype)
         for j, f in enumerate(factors):
             if j != axis:
-                y = apply_along_axis(lambda z, f=f: _mm(f.preconditioner, z), y, j)
+                y = apply_along_axis(lambda z, f=f: mode_product(f.preconditioner, z), y, j)
         new, bad = update_factor(factors[axis], matricize(y, axis))
         return tuple(new if j == axis else f for j, f in enumerate(factors)), bad
 
@@ -194,11 +194,15 @@ def _rule(
         ok = jnp.all(jnp.isfinite(root))
         return keep_if(ok, f._replace(preconditioner=root), f), ~ok
 
+    def apply_factor(f, y, exponent):
+        del exponent  # the preconditioner is the inverse root already
+        return mode_product(f.preconditioner, y.astype(dtype)).astype(y.dtype)
+
     return KroneckerRule(
         init_factor=init_factor,
         update_block=one_axis_update if one_axis else per_axis_update(update_factor),
         refresh_factor=refresh_factor,
-        apply_factor=lambda f, y, e: _mm(f.preconditioner, y.astype(dtype)).astype(y.dtype),
+        apply_factor=apply_factor,
         stats_every=1,
         refresh_every=update_freq,
     )

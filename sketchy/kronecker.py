@@ -43,8 +43,9 @@ class KroneckerRule(NamedTuple):
       refresh_factor: ``(factor, exponent) -> (factor, failed)``: recompute the inverse root
         ``(.)^(-exponent)``; on failure return the input unchanged. ``None``: no refresh
         (the statistics step keeps the factor ready to apply).
-      apply_factor: ``(factor, y, exponent) -> y``: multiply the ``[d, n]`` matrix ``y``
-        (the axis first) by the factor's inverse root.
+      apply_factor: ``(factor, y, exponent) -> y``: multiply ``y`` (``[A, d, B]``, the axis
+        in the middle, see :func:`sketchy.blocking.apply_along_axis`) along its middle axis
+        by the factor's inverse root (:func:`sketchy.blocking.mode_product`).
       stats_every: run ``update_block`` when ``count % stats_every == 0``.
       refresh_every: run ``refresh_factor`` when ``count % refresh_every == 0`` (after the
         statistics step of the same count).

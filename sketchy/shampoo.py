@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding
 
+from sketchy.blocking import mode_product
 from sketchy.grafting import as_graft
 from sketchy.kronecker import (
     KroneckerRule,
@@ -93,8 +94,7 @@ def shampoo_rule(
 
     def apply_factor(f, y, exponent):
         del exponent
-        out = jnp.matmul(f.preconditioner, y.astype(dtype), precision=HIGHEST)
-        return out.astype(y.dtype)
+        return mode_product(f.preconditioner, y.astype(dtype)).astype(y.dtype)
 
     return KroneckerRule(
         init_factor=init_factor,

@@ -124,6 +124,21 @@ def test_inverse_root_apply_matches_dense():
     np.testing.assert_allclose(np.asarray(got), dense, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("k", [4, 12])  # low-rank path; exact sketch (k = d: dense path)
+def test_inverse_root_apply_on_a_folded_block_acts_on_its_middle_axis(k):
+    d = 12
+    state = fd_init(d, k)
+    for x in stream_of(d, 3, steps=6, seed=6):
+        state, _ = fd_update(state, jnp.asarray(x), decay=0.9)
+    y = np.random.default_rng(1).standard_normal((3, d, 7)).astype(np.float32)
+    got = fd_inverse_root_apply(state, jnp.asarray(y), 0.25, 1e-3)
+    # the same columns as a [d, n] matrix
+    cols = np.moveaxis(y, 1, 0).reshape(d, -1)
+    want = np.asarray(fd_inverse_root_apply(state, jnp.asarray(cols), 0.25, 1e-3))
+    want = np.moveaxis(want.reshape(d, 3, 7), 0, 1)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+
+
 def test_bad_shapes_raise():
     state = fd_init(5, 2)
     with pytest.raises(ValueError, match="x must have shape"):
