@@ -121,9 +121,10 @@ def apply_along_axis(fn, block: jax.Array, axis: int) -> jax.Array:
     ``fn`` gets ``block`` reshaped to ``[A, d, B]`` (``A``: the product of the dims before
     ``axis``, ``d = block.shape[axis]``, ``B``: the product after it) and returns
     ``[A, p, B]``, ``P`` (``p x d``) applied along the middle axis (:func:`mode_product`
-    does it for a matrix); the result has ``p`` in place of ``d``. Why not ``moveaxis`` to ``[d, n]``: the reshape is free in row-major order,
-    while moving an axis copies the whole block twice (in and out), which made a low-rank
-    apply (two thin matmuls and an add) run at half the speed of its matmuls.
+    does it for a matrix); the result has ``p`` in place of ``d``. Why not ``moveaxis`` to
+    ``[d, n]``: the reshape is free in row-major order, while moving an axis copies the
+    whole block twice (in and out), which made a low-rank apply (two thin matmuls and an
+    add) run at half the speed of its matmuls.
     """
     shape = block.shape
     folded = block.reshape(math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1 :]))
