@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sketchy.kronecker import all_finite as finite_leaves
+
 
 class TrainState(NamedTuple):
     """Everything a checkpoint must hold to continue a run exactly (data position = step)."""
@@ -63,9 +65,13 @@ def train_step(workload, tx, schedule, state: TrainState, batch) -> tuple[TrainS
 
 
 def all_finite(tree) -> jax.Array:
-    """Whether every floating-point entry of ``tree`` is finite (a scalar bool)."""
-    ok = jnp.array(True)
-    for leaf in jax.tree.leaves(tree):
-        if jnp.issubdtype(leaf.dtype, jnp.inexact):
-            ok = ok & jnp.all(jnp.isfinite(leaf))
-    return ok
+    """Whether every floating-point entry of ``tree`` is finite (a scalar bool).
+
+    The library's float-sum check (:func:`sketchy.kronecker.all_finite`), not
+    ``all(isfinite(leaf))`` per leaf: on XLA's CPU backend the predicate ``and``-reductions
+    expand into hundreds of thousands of instructions, and the flag, used by the select of
+    every leaf, was copied into each leaf's fusion. Measured on ResNet-50's whole train step
+    (batch 64, 32 px): compile 124.7 s -> 9.5 s with AdamW, 225.8 s -> 22.4 s with Sketchy.
+    """
+    inexact = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return finite_leaves(inexact)
