@@ -20,7 +20,11 @@ and prints the fitted exponent ``a`` of ``time ~ d^a``.
     python benchmarks/optimizer_step.py --sets small resnet50 --cycles 3
     python benchmarks/optimizer_step.py --sets  # the scaling table alone
 
-A last table compares the measured ratios and exponents with issue 12's targets.
+``--paired N`` (default 3) then measures the rows the targets name (AdamW, Shampoo, Sketchy
+r128 and r256) in ``N`` rounds, each compiling and timing every one of them in turn, and
+prints the per-round ratios: on a shared machine rows timed minutes apart drift, rows of
+one round drift together. A last table compares the measured ratios (paired medians where
+measured) and exponents with issue 12's targets.
 """
 
 import argparse
@@ -138,6 +142,61 @@ def measure(tx: optax.GradientTransformation, shapes: dict, cycles: int) -> dict
     }
 
 
+PAIRED = ("adamw (optax)", "shampoo", "sketchy r128", "sketchy r256")
+
+
+def paired(shapes: dict, rounds: int, only: list[str] | None) -> dict[str, dict[str, list]]:
+    """The target rows measured in alternation: ``{name: {"compile_s": [...], "amortized_ms":
+    [...]}}``, one entry per round.
+
+    Each round compiles every optimizer's update afresh and then runs one refresh cycle
+    (``F`` steps) of each, one optimizer after the other, so a slow spell of a shared machine
+    hits every row of the round alike; ratios are then taken round by round. (Rows measured
+    one after another drifted by up to 50% between runs on a 2-core machine.)
+    """
+    names = [n for n in PAIRED if not only or any(s in n for s in only)]
+    makers = optimizers(include_reference=False)
+    params = {k: jnp.zeros(s, jnp.float32) for k, s in shapes.items()}
+    keys = jax.random.split(jax.random.PRNGKey(0), len(shapes))
+    grads = {k: jax.random.normal(key, s) for key, (k, s) in zip(keys, shapes.items(), strict=True)}
+    states = {n: makers[n]().init(params) for n in names}
+    out = {n: {"compile_s": [], "amortized_ms": []} for n in names}
+    for _ in range(rounds):
+        updates = {}
+        for n in names:
+            t0 = time.perf_counter()
+            fn = jax.jit(makers[n]().update, donate_argnums=1)
+            updates[n] = fn.lower(grads, states[n], params).compile()
+            out[n]["compile_s"].append(time.perf_counter() - t0)
+        for n in names:
+            steady_s, refresh_s, states[n] = time_cycles(
+                lambda st, u=updates[n]: u(grads, st, params)[1], states[n], 1, F
+            )
+            out[n]["amortized_ms"].append(1e3 * ((F - 1) * steady_s + refresh_s) / F)
+    return out
+
+
+def paired_ratios(runs: dict, name: str, base: str, key: str) -> list[float]:
+    if name not in runs or base not in runs:
+        return []
+    return [a / b for a, b in zip(runs[name][key], runs[base][key], strict=True)]
+
+
+def print_paired(set_name: str, runs: dict) -> None:
+    """Per round ratio of each target row, and their median."""
+    print(f"\n## {set_name}, paired rounds (each round: every row compiled and timed in turn)\n")
+    print("| ratio | per round | median |")
+    print("|---|---|---|")
+    for name in runs:
+        for key, base in (("amortized_ms", "shampoo"), ("compile_s", "adamw (optax)")):
+            values = paired_ratios(runs, name, base, key)
+            if values and name != base and (key == "compile_s" or name.startswith("sketchy")):
+                cells = ", ".join(f"{v:.2f}" for v in values)
+                print(
+                    f"| {name} {key.split('_')[0]} / {base} | {cells} | {np.median(values):.2f} |"
+                )
+
+
 def ratio(rows: dict, name: str, base: str, key: str) -> float:
     if name not in rows or base not in rows:
         return float("nan")
@@ -204,28 +263,24 @@ def scaling(dims: list[int], rank: int, max_one_shot: int) -> dict[str, float]:
 
 
 # (description, measured value from the run, target): issue 12's item 6.
-def targets(results: dict, exponents: dict) -> list[tuple[str, float, float]]:
-    small, resnet = results.get("small", {}), results.get("resnet50", {})
-    out = [
-        (
-            "small: sketchy r128 amortized / shampoo",
-            ratio(small, "sketchy r128", "shampoo", "amortized_ms"),
-            0.35,
-        ),
-        (
-            "resnet50: sketchy r256 amortized / shampoo",
-            ratio(resnet, "sketchy r256", "shampoo", "amortized_ms"),
-            0.5,
-        ),
-    ]
+def targets(results: dict, exponents: dict, pairs: dict) -> list[tuple[str, float, float]]:
+    """The ratios from the paired rounds (median) where they were run, else from the tables."""
+
+    def measured(set_name, name, base, key):
+        values = paired_ratios(pairs.get(set_name, {}), name, base, key)
+        if values:
+            return f" (median of {len(values)} paired)", float(np.median(values))
+        return "", ratio(results.get(set_name, {}), name, base, key)
+
+    out = []
+    wanted = [("small", "sketchy r128", "shampoo", "amortized_ms", 0.35)]
+    wanted.append(("resnet50", "sketchy r256", "shampoo", "amortized_ms", 0.5))
     for name in ("sketchy r256", "sketchy r128", "shampoo"):
-        out.append(
-            (
-                f"resnet50: {name} compile / adamw",
-                ratio(resnet, name, "adamw (optax)", "compile_s"),
-                3.0,
-            )
-        )
+        wanted.append(("resnet50", name, "adamw (optax)", "compile_s", 3.0))
+    for set_name, name, base, key, target in wanted:
+        how, value = measured(set_name, name, base, key)
+        what = "amortized" if key == "amortized_ms" else "compile"
+        out.append((f"{set_name}: {name} {what} / {base.split()[0]}{how}", value, target))
     for name in ("sketchy fd=eigh", "sketchy chunk=128"):
         out.append(
             (
@@ -252,6 +307,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--sets", nargs="*", default=["small", "resnet50"], choices=sorted(SETS))
     ap.add_argument("--cycles", type=int, default=2, help="refresh cycles of update_freq steps")
     ap.add_argument("--no-reference", action="store_true", help="skip precondition-opt rows")
+    ap.add_argument(
+        "--paired",
+        type=int,
+        default=3,
+        help="rounds of the paired measurement of the target rows (0: none)",
+    )
     ap.add_argument("--only", nargs="*", default=None, help="substrings of optimizer names to run")
     ap.add_argument(
         "--scaling",
@@ -331,13 +392,17 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     print_environment()
     results: dict[str, dict] = {}
+    pairs: dict[str, dict] = {}
     for set_name in args.sets:
         results[set_name] = run_set(set_name, not args.no_reference, args.cycles, args.only)
         print_summary(results[set_name])
+        if args.paired:
+            pairs[set_name] = paired(SETS[set_name](), args.paired, args.only)
+            print_paired(set_name, pairs[set_name])
     exponents = {}
     if args.scaling:
         exponents = scaling(args.scaling_dims, args.scaling_rank, args.scaling_max_one_shot)
-    print_targets(targets(results, exponents))
+    print_targets(targets(results, exponents, pairs))
 
 
 if __name__ == "__main__":

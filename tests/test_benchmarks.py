@@ -34,13 +34,26 @@ def table_rows(text: str) -> dict[str, list[str]]:
 def test_optimizer_step_benchmark_on_toy_shapes(capsys):
     bench = load("optimizer_step")
     bench.main(
-        ["--sets", "toy", "--cycles", "1", "--no-reference",
-         "--only", "adamw", "shampoo", "sketchy r128 fd=svd",
+        ["--sets", "toy", "--cycles", "1", "--no-reference", "--paired", "2",
+         "--only", "adamw", "shampoo", "sketchy r128",
          "--scaling", "--scaling-dims", "16", "32", "--scaling-rank", "4"]
     )  # fmt: skip
     out = capsys.readouterr().out
     out, refresh = out.split("## refresh of one d x d block, rank 4")
     refresh, targets = refresh.split("## targets")
+    # The paired rounds: a ratio per round for the target rows that ran, and their median.
+    out, pairs = out.split("## toy, paired rounds")
+    pair_rows = table_rows(pairs)
+    assert pair_rows.pop("ratio") == ["per round", "median"]
+    assert set(pair_rows) == {
+        "shampoo compile / adamw (optax)",
+        "sketchy r128 compile / adamw (optax)",
+        "sketchy r128 amortized / shampoo",
+    }
+    for per_round, median in pair_rows.values():
+        values = [float(v) for v in per_round.split(", ")]
+        assert len(values) == 2 and all(v > 0 for v in values)
+        assert float(median) == pytest.approx(sum(values) / 2, abs=0.006)
     # The targets table: one row per quantity, each with a measured value and a verdict.
     target_rows = table_rows(targets)
     assert target_rows.pop("quantity") == ["measured", "target", "met"]
