@@ -44,6 +44,7 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(__file__))
+from paired_rounds import paired, paired_ratios, print_paired  # noqa: E402
 from param_shapes import SETS, count  # noqa: E402
 from step_timing import time_cycles  # noqa: E402
 
@@ -51,6 +52,7 @@ import sketchy  # noqa: E402
 from sketchy import memory  # noqa: E402
 
 F = 10  # update_freq of every preconditioned optimizer
+PAIRED = ("adamw (optax)", "shampoo", "sketchy r128", "sketchy r256")  # the targets' rows
 
 
 def optimizers(include_reference: bool) -> dict[str, Callable[[], optax.GradientTransformation]]:
@@ -140,61 +142,6 @@ def measure(tx: optax.GradientTransformation, shapes: dict, cycles: int) -> dict
         "state_per_param": per_param["total"],
         "stats_per_param": per_param["statistics"] + per_param["preconditioners"],
     }
-
-
-PAIRED = ("adamw (optax)", "shampoo", "sketchy r128", "sketchy r256")
-
-
-def paired(shapes: dict, rounds: int, only: list[str] | None) -> dict[str, dict[str, list]]:
-    """The target rows measured in alternation: ``{name: {"compile_s": [...], "amortized_ms":
-    [...]}}``, one entry per round.
-
-    Each round compiles every optimizer's update afresh and then runs one refresh cycle
-    (``F`` steps) of each, one optimizer after the other, so a slow spell of a shared machine
-    hits every row of the round alike; ratios are then taken round by round. (Rows measured
-    one after another drifted by up to 50% between runs on a 2-core machine.)
-    """
-    names = [n for n in PAIRED if not only or any(s in n for s in only)]
-    makers = optimizers(include_reference=False)
-    params = {k: jnp.zeros(s, jnp.float32) for k, s in shapes.items()}
-    keys = jax.random.split(jax.random.PRNGKey(0), len(shapes))
-    grads = {k: jax.random.normal(key, s) for key, (k, s) in zip(keys, shapes.items(), strict=True)}
-    states = {n: makers[n]().init(params) for n in names}
-    out = {n: {"compile_s": [], "amortized_ms": []} for n in names}
-    for _ in range(rounds):
-        updates = {}
-        for n in names:
-            t0 = time.perf_counter()
-            fn = jax.jit(makers[n]().update, donate_argnums=1)
-            updates[n] = fn.lower(grads, states[n], params).compile()
-            out[n]["compile_s"].append(time.perf_counter() - t0)
-        for n in names:
-            steady_s, refresh_s, states[n] = time_cycles(
-                lambda st, u=updates[n]: u(grads, st, params)[1], states[n], 1, F
-            )
-            out[n]["amortized_ms"].append(1e3 * ((F - 1) * steady_s + refresh_s) / F)
-    return out
-
-
-def paired_ratios(runs: dict, name: str, base: str, key: str) -> list[float]:
-    if name not in runs or base not in runs:
-        return []
-    return [a / b for a, b in zip(runs[name][key], runs[base][key], strict=True)]
-
-
-def print_paired(set_name: str, runs: dict) -> None:
-    """Per round ratio of each target row, and their median."""
-    print(f"\n## {set_name}, paired rounds (each round: every row compiled and timed in turn)\n")
-    print("| ratio | per round | median |")
-    print("|---|---|---|")
-    for name in runs:
-        for key, base in (("amortized_ms", "shampoo"), ("compile_s", "adamw (optax)")):
-            values = paired_ratios(runs, name, base, key)
-            if values and name != base and (key == "compile_s" or name.startswith("sketchy")):
-                cells = ", ".join(f"{v:.2f}" for v in values)
-                print(
-                    f"| {name} {key.split('_')[0]} / {base} | {cells} | {np.median(values):.2f} |"
-                )
 
 
 def ratio(rows: dict, name: str, base: str, key: str) -> float:
@@ -397,7 +344,11 @@ def main(argv=None) -> None:
         results[set_name] = run_set(set_name, not args.no_reference, args.cycles, args.only)
         print_summary(results[set_name])
         if args.paired:
-            pairs[set_name] = paired(SETS[set_name](), args.paired, args.only)
+            makers = optimizers(include_reference=False)
+            names = [n for n in PAIRED if not args.only or any(s in n for s in args.only)]
+            pairs[set_name] = paired(
+                {n: makers[n] for n in names}, SETS[set_name](), args.paired, F
+            )
             print_paired(set_name, pairs[set_name])
     exponents = {}
     if args.scaling:

@@ -1,0 +1,59 @@
+"""Paired rounds: optimizers compiled and timed in turn, round after round, for ratios that a
+shared machine's drift does not skew (used by ``optimizer_step.py --paired``)."""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from step_timing import time_cycles
+
+
+def paired(makers: dict, shapes: dict, rounds: int, every: int) -> dict[str, dict[str, list]]:
+    """``{name: {"compile_s": [...], "amortized_ms": [...]}}``, one entry per round.
+
+    Each round compiles every optimizer's update afresh and then runs one refresh cycle
+    (``every`` steps) of each, one optimizer after the other, so a slow spell of a shared
+    machine hits every row of the round alike; ratios are then taken round by round. (Rows
+    measured one after another drifted by up to 50% between runs on a 2-core machine.)
+    """
+    params = {k: jnp.zeros(s, jnp.float32) for k, s in shapes.items()}
+    keys = jax.random.split(jax.random.PRNGKey(0), len(shapes))
+    grads = {k: jax.random.normal(key, s) for key, (k, s) in zip(keys, shapes.items(), strict=True)}
+    states = {n: make().init(params) for n, make in makers.items()}
+    out = {n: {"compile_s": [], "amortized_ms": []} for n in makers}
+    for _ in range(rounds):
+        updates = {}
+        for n, make in makers.items():
+            t0 = time.perf_counter()
+            fn = jax.jit(make().update, donate_argnums=1)
+            updates[n] = fn.lower(grads, states[n], params).compile()
+            out[n]["compile_s"].append(time.perf_counter() - t0)
+        for n in makers:
+            steady_s, refresh_s, states[n] = time_cycles(
+                lambda st, u=updates[n]: u(grads, st, params)[1], states[n], 1, every
+            )
+            out[n]["amortized_ms"].append(1e3 * ((every - 1) * steady_s + refresh_s) / every)
+    return out
+
+
+def paired_ratios(runs: dict, name: str, base: str, key: str) -> list[float]:
+    """``runs[name][key] / runs[base][key]`` round by round (empty if either is missing)."""
+    if name not in runs or base not in runs:
+        return []
+    return [a / b for a, b in zip(runs[name][key], runs[base][key], strict=True)]
+
+
+def print_paired(set_name: str, runs: dict) -> None:
+    """Per-round ratios of each row (Sketchy's amortized step to Shampoo's, every compile time
+    to AdamW's), and their median."""
+    print(f"\n## {set_name}, paired rounds (each round: every row compiled and timed in turn)\n")
+    print("| ratio | per round | median |")
+    print("|---|---|---|")
+    for name in runs:
+        for key, base in (("amortized_ms", "shampoo"), ("compile_s", "adamw (optax)")):
+            values = paired_ratios(runs, name, base, key)
+            if values and name != base and (key == "compile_s" or name.startswith("sketchy")):
+                cells = ", ".join(f"{v:.2f}" for v in values)
+                what = key.split("_")[0]
+                print(f"| {name} {what} / {base} | {cells} | {np.median(values):.2f} |")
