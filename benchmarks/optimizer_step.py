@@ -93,8 +93,8 @@ def reference_optimizers() -> dict[str, Callable[[], optax.GradientTransformatio
         ]:
             setattr(jax, old, new)
         from precondition import distributed_shampoo as ds
-    except ImportError:
-        print("precondition-opt not installed: reference rows skipped", file=sys.stderr)
+    except ImportError as e:  # e.g. chex missing: say which import failed, not "not installed"
+        print(f"precondition-opt cannot be imported ({e}): reference rows skipped", file=sys.stderr)
         return {}
 
     def make(**kw):
