@@ -46,7 +46,7 @@ import optax
 sys.path.insert(0, os.path.dirname(__file__))
 from paired_rounds import paired, paired_ratios, print_paired  # noqa: E402
 from param_shapes import SETS, count  # noqa: E402
-from step_timing import time_cycles  # noqa: E402
+from step_timing import bench_inputs, compile_update, time_cycles  # noqa: E402
 
 import sketchy  # noqa: E402
 from sketchy import memory  # noqa: E402
@@ -122,13 +122,9 @@ def reference_optimizers() -> dict[str, Callable[[], optax.GradientTransformatio
 
 
 def measure(tx: optax.GradientTransformation, shapes: dict, cycles: int) -> dict:
-    params = {k: jnp.zeros(s, jnp.float32) for k, s in shapes.items()}
-    keys = jax.random.split(jax.random.PRNGKey(0), len(shapes))
-    grads = {k: jax.random.normal(key, s) for key, (k, s) in zip(keys, shapes.items(), strict=True)}
+    params, grads = bench_inputs(shapes)
     state = tx.init(params)
-    t0 = time.perf_counter()
-    update = jax.jit(tx.update, donate_argnums=1).lower(grads, state, params).compile()
-    compile_s = time.perf_counter() - t0
+    update, compile_s = compile_update(tx, grads, state, params)
     steady_s, refresh_s, state = time_cycles(
         lambda st: update(grads, st, params)[1], state, cycles, F
     )

@@ -1,12 +1,8 @@
 """Paired rounds: optimizers compiled and timed in turn, round after round, for ratios that a
 shared machine's drift does not skew (used by ``optimizer_step.py --paired``)."""
 
-import time
-
-import jax
-import jax.numpy as jnp
 import numpy as np
-from step_timing import time_cycles
+from step_timing import bench_inputs, compile_update, time_cycles
 
 
 def paired(makers: dict, shapes: dict, rounds: int, every: int) -> dict[str, dict[str, list]]:
@@ -17,18 +13,14 @@ def paired(makers: dict, shapes: dict, rounds: int, every: int) -> dict[str, dic
     machine hits every row of the round alike; ratios are then taken round by round. (Rows
     measured one after another drifted by up to 50% between runs on a 2-core machine.)
     """
-    params = {k: jnp.zeros(s, jnp.float32) for k, s in shapes.items()}
-    keys = jax.random.split(jax.random.PRNGKey(0), len(shapes))
-    grads = {k: jax.random.normal(key, s) for key, (k, s) in zip(keys, shapes.items(), strict=True)}
+    params, grads = bench_inputs(shapes)
     states = {n: make().init(params) for n, make in makers.items()}
     out = {n: {"compile_s": [], "amortized_ms": []} for n in makers}
     for _ in range(rounds):
         updates = {}
         for n, make in makers.items():
-            t0 = time.perf_counter()
-            fn = jax.jit(make().update, donate_argnums=1)
-            updates[n] = fn.lower(grads, states[n], params).compile()
-            out[n]["compile_s"].append(time.perf_counter() - t0)
+            updates[n], seconds = compile_update(make(), grads, states[n], params)
+            out[n]["compile_s"].append(seconds)
         for n in makers:
             steady_s, refresh_s, states[n] = time_cycles(
                 lambda st, u=updates[n]: u(grads, st, params)[1], states[n], 1, every
