@@ -80,7 +80,8 @@ def _eqns(jaxpr):
 def test_fd_branch_stacks_its_own_blocks():
     """Sketchy's FD step (a ``cond`` every ``update_freq`` steps) stacks the blocks of each
     group inside its branch: given the stacked blocks as an operand (as Shampoo's every-step
-    statistics are), ResNet-50's FD steps ran 20-25% slower (measured, same process)."""
+    statistics are), ResNet-50's FD step (Sketchy r256) took 3.6-4.2 s instead of 2.9-3.3 s
+    (measured in one process, old and new code alternating)."""
     shapes = [(8, 6), (8, 6), (16, 6), (7,)]  # one group: 4 blocks of 8x6
     params = [jnp.zeros(s, jnp.float32) for s in shapes]
     tx = sketchy.scale_by_sketchy(rank=4, block_size=8, update_freq=3)
