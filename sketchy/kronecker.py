@@ -257,7 +257,7 @@ def update_factors(
     """:func:`statistics_step` every ``rule.stats_every`` steps (not if the gradient is not
     ``finite``), :func:`refresh_step` every ``rule.refresh_every``; returns the factors and
     failures. Statistics not run every step (Sketchy's FD) stack ``leaves`` in the branch,
-    not take ``blocks`` in (measured, ResNet-50 Sketchy r256: FD step -15-25%, all -8-11%)."""
+    not take ``blocks`` in (measured, ResNet-50 Sketchy r256: FD step -15-25%, amortized -8-11%)."""
     restack = leaves is not None and rule.stats_every > 1
     gather = (lambda: gather_blocks(leaves, layout)) if restack else lambda: blocks
     factors, failed_stats = jax.lax.cond(
