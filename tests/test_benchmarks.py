@@ -128,3 +128,58 @@ def test_workload_step_benchmark_on_a_tiny_resnet(tmp_path_factory):
     adam_words = float(rows["adamw (optax)"][5])
     assert 2.0 <= adam_words < 2.01
     assert float(rows["shampoo"][5]) > adam_words and float(rows["sketchy r8"][5]) > adam_words
+
+
+def test_compile_floor_benchmark_on_toy_shapes(capsys):
+    bench = load("compile_floor")
+    bench.main(["--set", "toy", "--rounds", "2", "--rank", "4"])
+    out = capsys.readouterr().out
+    assert "## toy: 2 tensors, 136 parameters, rank 4" in out
+    rows, parts = out.split("| part |")
+    rows = table_rows(rows)
+    assert rows.pop("update") == ["compile s per round", "/ adamw per round", "/ adamw median"]
+    assert list(rows) == list(bench.optimizers(4))
+    assert rows["adamw (optax)"][1:] == ["1.00, 1.00", "1.00"]
+    adamw = [float(v) for v in rows["adamw (optax)"][0].split(", ")]
+    for name, (seconds, per_round, median) in rows.items():
+        values = [float(v) for v in seconds.split(", ")]
+        assert len(values) == 2 and all(math.isfinite(v) and v > 0 for v in values), name
+        ratios = [float(v) for v in per_round.split(", ")]
+        # Seconds are printed to 0.01 s: toy compiles take ~0.1 s, so allow 10%.
+        expected = [v / a for v, a in zip(values, adamw, strict=True)]
+        assert ratios == pytest.approx(expected, rel=0.1, abs=0.01), name
+        assert float(median) == pytest.approx(sum(ratios) / 2, abs=0.006), name
+    # Each part is the difference of two rows' medians, in the order the rows build up.
+    part_rows = table_rows("| part |" + parts)
+    part_rows.pop("part")
+    medians = {name: float(cells[2]) for name, cells in rows.items()}
+    assert list(part_rows) == [p for p, _, _ in bench.PARTS]
+    for part, row, below in bench.PARTS:
+        expected = medians[row] - (medians[below] if below else 0.0)
+        assert float(part_rows[part][0]) == pytest.approx(expected, abs=0.011), part
+
+
+def test_compile_floor_rows_remove_what_they_name():
+    """The "no FD" rows never change Sketchy's factors (their statistics step is the no-op);
+    the whole update does at its first step (count 0 runs the FD step)."""
+    import jax
+    import jax.numpy as jnp
+
+    from sketchy.kronecker import KroneckerState
+
+    bench = load("compile_floor")
+    params = {"w": jnp.zeros((16, 8))}
+    grads = {"w": jax.random.normal(jax.random.PRNGKey(0), (16, 8))}
+
+    def factors_after_one_step(make):
+        tx = make()
+        _, state = tx.update(grads, tx.init(params), params)
+        is_kron = lambda x: isinstance(x, KroneckerState)  # noqa: E731
+        (kron,) = [s for s in jax.tree.leaves(state, is_leaf=is_kron) if is_kron(s)]
+        return jax.tree.leaves(kron.factors)
+
+    makers = bench.optimizers(rank=4)
+    assert any(jnp.any(f != 0) for f in factors_after_one_step(makers["sketchy"]))
+    for name in ("kronecker, no FD", "kronecker, no FD, no apply"):
+        assert all(jnp.all(f == 0) for f in factors_after_one_step(makers[name])), name
+    assert bench._identity_apply(None, grads["w"], 0.25) is grads["w"]
