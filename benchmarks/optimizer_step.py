@@ -10,8 +10,10 @@ total and for the second-moment statistics alone. Ratios are against rows measur
 same run.
 
 The PyPI package ``precondition-opt`` 0.3.0 (Google's distributed_shampoo, the paper-era
-reference with its frequent-directions mode) is measured too when installed. (Its tearfree
-Sketchy is not in that release.)
+reference with its frequent-directions mode) is measured too when installed. Its tearfree
+Shampoo and Sketchy are in no release: ``--tearfree-src PATH`` (the root of a source checkout
+of google-research/precondition) measures them too, and Sketchy r128's amortized step
+against tearfree Sketchy's in the paired rounds.
 
 ``--scaling`` times one refresh of a single square ``d x d`` block (``d`` = 256 .. 4096,
 rank ``k = 128``) for each FD method and for Shampoo (statistics + ``eigh`` inverse root)
@@ -46,6 +48,12 @@ import optax
 sys.path.insert(0, os.path.dirname(__file__))
 from paired_rounds import paired, paired_ratios, print_paired  # noqa: E402
 from param_shapes import SETS, count  # noqa: E402
+from reference_optimizers import (  # noqa: E402
+    TEARFREE_SKETCHY,
+    check_tearfree_src,
+    distributed_shampoo_rows,
+    tearfree_rows,
+)
 from step_timing import bench_inputs, compile_update, time_cycles  # noqa: E402
 
 import sketchy  # noqa: E402
@@ -55,7 +63,11 @@ F = 10  # update_freq of every preconditioned optimizer
 PAIRED = ("adamw (optax)", "shampoo", "sketchy r128", "sketchy r256")  # the targets' rows
 
 
-def optimizers(include_reference: bool) -> dict[str, Callable[[], optax.GradientTransformation]]:
+def optimizers(
+    include_reference: bool, tearfree_src: str | None = None
+) -> dict[str, Callable[[], optax.GradientTransformation]]:
+    """Our rows, ``distributed_shampoo``'s (``include_reference``) and tearfree's (a source
+    checkout at ``tearfree_src``), see :mod:`reference_optimizers`."""
     common = dict(update_freq=F, start_preconditioning_step=0, block_size=1024)
     out = {
         "adamw (optax)": lambda: optax.adamw(1e-3),
@@ -76,49 +88,10 @@ def optimizers(include_reference: bool) -> dict[str, Callable[[], optax.Gradient
         ),
     }
     if include_reference:
-        ref = reference_optimizers()
-        out |= ref
+        out |= distributed_shampoo_rows()
+    if tearfree_src:
+        out |= tearfree_rows(tearfree_src)
     return out
-
-
-def reference_optimizers() -> dict[str, Callable[[], optax.GradientTransformation]]:
-    try:
-        # precondition-opt 0.3.0 predates the removal of jax.tree_map & co.
-        for old, new in [
-            ("tree_map", jax.tree.map),
-            ("tree_flatten", jax.tree.flatten),
-            ("tree_unflatten", jax.tree.unflatten),
-            ("tree_leaves", jax.tree.leaves),
-            ("tree_structure", jax.tree.structure),
-        ]:
-            setattr(jax, old, new)
-        from precondition import distributed_shampoo as ds
-    except ImportError as e:  # e.g. chex missing: say which import failed, not "not installed"
-        print(f"precondition-opt cannot be imported ({e}): reference rows skipped", file=sys.stderr)
-        return {}
-
-    def make(**kw):
-        return lambda: ds.distributed_shampoo(
-            1e-3,
-            block_size=1024,
-            beta1=0.9,
-            beta2=0.999,
-            graft_type=ds.GraftingType.RMSPROP_NORMALIZED,
-            start_preconditioning_step=1,
-            preconditioning_compute_steps=F,
-            eigh=True,
-            **kw,
-        )
-
-    return {
-        "ref distributed_shampoo": make(statistics_compute_steps=1),
-        "ref distributed_shampoo FD r128": make(
-            statistics_compute_steps=F,
-            frequent_directions=True,
-            compression_rank=128,
-            reuse_preconditioner=True,  # the FD mode asserts without it
-        ),
-    }
 
 
 def measure(tx: optax.GradientTransformation, shapes: dict, cycles: int) -> dict:
@@ -217,13 +190,15 @@ def targets(results: dict, exponents: dict, pairs: dict) -> list[tuple[str, floa
 
     out = []
     wanted = [("small", "sketchy r128", "shampoo", "amortized_ms", 0.35)]
+    wanted.append(("small", "sketchy r128", TEARFREE_SKETCHY, "amortized_ms", 0.7))
     wanted.append(("resnet50", "sketchy r256", "shampoo", "amortized_ms", 0.5))
     for name in ("sketchy r256", "sketchy r128", "shampoo"):
         wanted.append(("resnet50", name, "adamw (optax)", "compile_s", 3.0))
     for set_name, name, base, key, target in wanted:
         how, value = measured(set_name, name, base, key)
         what = "amortized" if key == "amortized_ms" else "compile"
-        out.append((f"{set_name}: {name} {what} / {base.split()[0]}{how}", value, target))
+        base_name = base if base.startswith("ref") else base.split()[0]
+        out.append((f"{set_name}: {name} {what} / {base_name}{how}", value, target))
     for name in ("sketchy fd=eigh", "sketchy chunk=128"):
         out.append(
             (
@@ -250,6 +225,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--sets", nargs="*", default=["small", "resnet50"], choices=sorted(SETS))
     ap.add_argument("--cycles", type=int, default=2, help="refresh cycles of update_freq steps")
     ap.add_argument("--no-reference", action="store_true", help="skip precondition-opt rows")
+    ap.add_argument(
+        "--tearfree-src",
+        default=None,
+        help="root of a google-research/precondition source checkout: tearfree rows too",
+    )
     ap.add_argument(
         "--paired",
         type=int,
@@ -295,7 +275,11 @@ COLUMNS = (
 
 
 def run_set(
-    set_name: str, include_reference: bool, cycles: int, only: list[str] | None
+    set_name: str,
+    include_reference: bool,
+    tearfree_src: str | None,
+    cycles: int,
+    only: list[str] | None,
 ) -> dict[str, dict]:
     """Measures each selected optimizer on one parameter set, printing its row as it finishes."""
     shapes = SETS[set_name]()
@@ -303,7 +287,7 @@ def run_set(
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS))
     rows = {}
-    for name, make in optimizers(include_reference).items():
+    for name, make in optimizers(include_reference, tearfree_src).items():
         if only and not any(s in name for s in only):
             continue
         rows[name] = r = measure(make(), shapes, cycles)
@@ -333,19 +317,27 @@ def print_summary(rows: dict[str, dict]) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.tearfree_src:
+        try:
+            check_tearfree_src(args.tearfree_src)
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
     print_environment()
     results: dict[str, dict] = {}
     pairs: dict[str, dict] = {}
     for set_name in args.sets:
-        results[set_name] = run_set(set_name, not args.no_reference, args.cycles, args.only)
+        results[set_name] = run_set(
+            set_name, not args.no_reference, args.tearfree_src, args.cycles, args.only
+        )
         print_summary(results[set_name])
         if args.paired:
-            makers = optimizers(include_reference=False)
-            names = [n for n in PAIRED if not args.only or any(s in n for s in args.only)]
+            makers = optimizers(include_reference=False, tearfree_src=args.tearfree_src)
+            wanted = PAIRED + ((TEARFREE_SKETCHY,) if args.tearfree_src else ())
+            names = [n for n in wanted if not args.only or any(s in n for s in args.only)]
             pairs[set_name] = paired(
                 {n: makers[n] for n in names}, SETS[set_name](), args.paired, F
             )
-            print_paired(set_name, pairs[set_name])
+            print_paired(set_name, pairs[set_name], (("sketchy r128", TEARFREE_SKETCHY),))
     exponents = {}
     if args.scaling:
         exponents = scaling(args.scaling_dims, args.scaling_rank, args.scaling_max_one_shot)

@@ -36,16 +36,21 @@ def paired_ratios(runs: dict, name: str, base: str, key: str) -> list[float]:
     return [a / b for a, b in zip(runs[name][key], runs[base][key], strict=True)]
 
 
-def print_paired(set_name: str, runs: dict) -> None:
+def print_paired(set_name: str, runs: dict, against: tuple[tuple[str, str], ...] = ()) -> None:
     """Per-round ratios of each row (Sketchy's amortized step to Shampoo's, every compile time
-    to AdamW's), and their median."""
+    to AdamW's), then each ``(name, base)`` of ``against`` (amortized), and their medians."""
     print(f"\n## {set_name}, paired rounds (each round: every row compiled and timed in turn)\n")
     print("| ratio | per round | median |")
     print("|---|---|---|")
-    for name in runs:
-        for key, base in (("amortized_ms", "shampoo"), ("compile_s", "adamw (optax)")):
-            values = paired_ratios(runs, name, base, key)
-            if values and name != base and (key == "compile_s" or name.startswith("sketchy")):
-                cells = ", ".join(f"{v:.2f}" for v in values)
-                what = key.split("_")[0]
-                print(f"| {name} {what} / {base} | {cells} | {np.median(values):.2f} |")
+    rows = [
+        (name, base, key)
+        for name in runs
+        for key, base in (("amortized_ms", "shampoo"), ("compile_s", "adamw (optax)"))
+        if name != base and (key == "compile_s" or name.startswith("sketchy"))
+    ]
+    for name, base, key in rows + [(n, b, "amortized_ms") for n, b in against]:
+        values = paired_ratios(runs, name, base, key)
+        if values:
+            cells = ", ".join(f"{v:.2f}" for v in values)
+            what = key.split("_")[0]
+            print(f"| {name} {what} / {base} | {cells} | {np.median(values):.2f} |")

@@ -40,6 +40,13 @@ _FIELD_CATEGORY = {
     # the graft's separate momentum buffer.
     "diagonal_statistics": "grafting",
     "diagonal_momentum": "momentum",
+    # Its tearfree optimizer: Shampoo's statistics and roots, Sketchy's cached inverse
+    # eigenvalues and tail beside the sketch, the graft's accumulator (RMSProp's ``acc``).
+    "stats": "statistics",
+    "roots": "preconditioners",
+    "inv_eigvals": "preconditioners",
+    "inv_tail": "preconditioners",
+    "acc": "grafting",
 }
 
 

@@ -183,3 +183,44 @@ def test_compile_floor_rows_remove_what_they_name():
     for name in ("kronecker, no FD", "kronecker, no FD, no apply"):
         assert all(jnp.all(f == 0) for f in factors_after_one_step(makers[name])), name
     assert bench._identity_apply(None, grads["w"], 0.25) is grads["w"]
+
+
+def test_optimizer_step_rejects_a_tearfree_src_without_tearfree(tmp_path):
+    bench = load("optimizer_step")
+    (tmp_path / "precondition").mkdir()  # a checkout root, but no tearfree in it
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--sets", "toy", "--no-reference", "--tearfree-src", str(tmp_path)])
+    message = str(exit_info.value.code)
+    assert message.startswith("error: --tearfree-src") and "\n" not in message
+    assert "no precondition/tearfree/optimizer.py" in message
+
+
+@pytest.mark.skipif(
+    not os.environ.get("SKETCHY_TEARFREE_SRC"),
+    reason="needs SKETCHY_TEARFREE_SRC: a source checkout of google-research/precondition",
+)
+def test_optimizer_step_measures_tearfree_beside_ours(capsys):
+    """With the authors' tearfree code (in no release, so only where a checkout is given):
+    its rows, its state counted like ours, and the paired ratio of the small-set target."""
+    bench = load("optimizer_step")
+    bench.main(
+        ["--sets", "toy", "--cycles", "1", "--no-reference", "--paired", "1", "--no-scaling",
+         "--only", "adamw", "shampoo", "sketchy r128",
+         "--tearfree-src", os.environ["SKETCHY_TEARFREE_SRC"]]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    out, targets = out.split("## targets")
+    rows = table_rows(out)
+    col = {name: i for i, name in enumerate(rows["optimizer"])}
+    assert {"ref tearfree shampoo", "ref tearfree sketchy r128"} <= set(rows)
+    # Tearfree merges the 16 x 8 matrix into one axis of 128 (the bias is graft-only), kept
+    # whole at rank 128: sketch 128 x 128 + 128 eigenvalues + tail, and the cached inverse
+    # eigenvalues and tail (128 + 1), over the 136 parameters.
+    words = (128 * 128 + 128 + 1 + 128 + 1) / TOY_PARAMS
+    assert rows["ref tearfree sketchy r128"][col["2nd-moment B/param/4"]] == f"{words:.2f}"
+    # Tearfree Shampoo: that axis' 128 x 128 statistic and root.
+    words = 2 * 128 * 128 / TOY_PARAMS
+    assert rows["ref tearfree shampoo"][col["2nd-moment B/param/4"]] == f"{words:.2f}"
+    assert "| sketchy r128 amortized / ref tearfree sketchy r128 |" in out
+    verdict = table_rows(targets)["small: sketchy r128 amortized / ref tearfree sketchy r128"]
+    assert verdict[1:] == ["<= 0.7", "-"]  # the target names the small set, not toy

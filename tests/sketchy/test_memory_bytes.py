@@ -139,3 +139,42 @@ def test_parameter_names_do_not_decide_categories():
     state = jax.eval_shape(optax.adam(1e-3).init, params)
     words = {k: b // 4 for k, b in memory.state_bytes(state).items()}
     assert words["momentum"] == 48 and words["statistics"] == 48, words
+
+
+def test_reference_implementations_fields():
+    """The authors' state fields that the benchmarks count (``distributed_shampoo``'s and
+    tearfree's): a Sketchy factor's cached inverse eigenvalues and tail and Shampoo's roots
+    are preconditioners, the graft accumulator ``acc`` is grafting, the sketch and Shampoo's
+    ``stats`` statistics."""
+    from typing import NamedTuple
+
+    class Axis(NamedTuple):  # tearfree's per-axis sketch state, field for field
+        eigvecs: jax.Array
+        eigvals: jax.Array
+        inv_eigvals: jax.Array
+        tail: jax.Array
+        inv_tail: jax.Array
+
+    class Graft(NamedTuple):
+        acc: dict
+
+    class Shampoo(NamedTuple):
+        diagonal_statistics: jax.Array
+        diagonal_momentum: jax.Array
+
+    class Blocks(NamedTuple):  # tearfree Shampoo's per-parameter blocks
+        stats: list
+        roots: list
+
+    k, d = 3, 10
+    state = (
+        Axis(jnp.zeros((d, k)), jnp.zeros(k), jnp.zeros(k), jnp.zeros(()), jnp.zeros(())),
+        Graft({"w": jnp.zeros((d, 4))}),
+        Shampoo(jnp.zeros(7), jnp.zeros(5)),
+        Blocks([jnp.zeros((2, 6, 6))], [jnp.zeros((2, 6, 6))]),
+    )
+    words = {c: b // 4 for c, b in memory.state_bytes(state).items()}
+    assert words["statistics"] == d * k + k + 1 + 72, words
+    assert words["preconditioners"] == k + 1 + 72, words
+    assert words["grafting"] == d * 4 + 7 and words["momentum"] == 5, words
+    assert words["other"] == 0, words
