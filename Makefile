@@ -54,7 +54,7 @@ reproduce: $(STAMP)  ## every run behind the main-text records, mini scale, resu
 	$(PY) -m launch.reproduce $(REPRODUCE_ARGS)
 
 bench: $(STAMP)  ## optimizer benchmarks (prints tables of ratios)
-	$(PY) benchmarks/optimizer_step.py
+	$(PY) benchmarks/optimizer_step.py $(BENCH_ARGS)
 
 lint: $(STAMP)  ## ruff lint + format check
 	$(VENV)/bin/ruff check .
