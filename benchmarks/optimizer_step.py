@@ -88,9 +88,9 @@ def optimizers(
         ),
     }
     if include_reference:
-        out |= distributed_shampoo_rows()
+        out |= distributed_shampoo_rows(F)
     if tearfree_src:
-        out |= tearfree_rows(tearfree_src)
+        out |= tearfree_rows(tearfree_src, F)
     return out
 
 

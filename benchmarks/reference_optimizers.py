@@ -12,12 +12,14 @@ from pathlib import Path
 import jax
 import optax
 
-F = 10  # update_freq of every preconditioned optimizer (as optimizer_step.F)
 TEARFREE_SKETCHY = "ref tearfree sketchy r128"
 
 
-def distributed_shampoo_rows() -> dict[str, Callable[[], optax.GradientTransformation]]:
-    """``distributed_shampoo`` (eigh roots) and its frequent-directions mode, rank 128."""
+def distributed_shampoo_rows(
+    update_freq: int,
+) -> dict[str, Callable[[], optax.GradientTransformation]]:
+    """``distributed_shampoo`` (eigh roots every ``update_freq`` steps) and its
+    frequent-directions mode, rank 128."""
     try:
         # precondition-opt 0.3.0 predates the removal of jax.tree_map & co.
         for old, new in [
@@ -41,7 +43,7 @@ def distributed_shampoo_rows() -> dict[str, Callable[[], optax.GradientTransform
             beta2=0.999,
             graft_type=ds.GraftingType.RMSPROP_NORMALIZED,
             start_preconditioning_step=1,
-            preconditioning_compute_steps=F,
+            preconditioning_compute_steps=update_freq,
             eigh=True,
             **kw,
         )
@@ -49,7 +51,7 @@ def distributed_shampoo_rows() -> dict[str, Callable[[], optax.GradientTransform
     return {
         "ref distributed_shampoo": make(statistics_compute_steps=1),
         "ref distributed_shampoo FD r128": make(
-            statistics_compute_steps=F,
+            statistics_compute_steps=update_freq,
             frequent_directions=True,
             compression_rank=128,
             reuse_preconditioner=True,  # the FD mode asserts without it
@@ -79,11 +81,13 @@ def _quiet(tx) -> optax.GradientTransformation:
     return optax.GradientTransformation(tx.init, update)
 
 
-def tearfree_rows(src: str) -> dict[str, Callable[[], optax.GradientTransformation]]:
-    """Tearfree Shampoo (block 1024, statistics every step, roots every ``F``) and Sketchy
-    (rank 128, sketch every ``F`` steps), RMSProp graft (b2 0.999, eps 1e-8, no bias
-    correction), Nesterov momentum 0.9, learning rate 1e-3; other options at their defaults
-    (tearfree merges dims up to 1024 and does not block Sketchy's factors)."""
+def tearfree_rows(
+    src: str, update_freq: int
+) -> dict[str, Callable[[], optax.GradientTransformation]]:
+    """Tearfree Shampoo (block 1024, statistics every step, roots every ``update_freq``) and
+    Sketchy (rank 128, sketch every ``update_freq`` steps), RMSProp graft (b2 0.999, eps
+    1e-8, no bias correction), Nesterov momentum 0.9, learning rate 1e-3; other options at
+    their defaults (tearfree merges dims up to 1024 and does not block Sketchy's factors)."""
     folder = check_tearfree_src(src)
     import precondition  # the pinned precondition-opt: tearfree is grafted onto its package
 
@@ -111,11 +115,11 @@ def tearfree_rows(src: str) -> dict[str, Callable[[], optax.GradientTransformati
         "ref tearfree shampoo": make(
             second_order_type=kinds.SHAMPOO,
             shampoo_options=tf_shampoo.Options(
-                block_size=1024, update_statistics_freq=1, update_preconditioners_freq=F
+                block_size=1024, update_statistics_freq=1, update_preconditioners_freq=update_freq
             ),
         ),
         TEARFREE_SKETCHY: make(
             second_order_type=kinds.SKETCHY,
-            sketchy_options=tf_sketchy.Options(rank=128, update_freq=F),
+            sketchy_options=tf_sketchy.Options(rank=128, update_freq=update_freq),
         ),
     }
