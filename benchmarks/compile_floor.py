@@ -39,7 +39,9 @@ from sketchy.grafting import as_graft  # noqa: E402
 from sketchy.optimizer_chain import with_momentum_and_lr  # noqa: E402
 from sketchy.sketchy import sketchy_rule  # noqa: E402
 
-LR, B2, EPS, GRAFT_EPS, F = 1e-3, 0.999, 1e-6, 1e-8, 10  # sketchy.sketchy's defaults
+# sketchy.sketchy's defaults, passed explicitly to every row so that the rows differ only in
+# the parts they remove.
+LR, B2, EPS, GRAFT_EPS, F, START = 1e-3, 0.999, 1e-6, 1e-8, 10, 10
 
 
 def _no_statistics(factors, block, count):
@@ -61,7 +63,7 @@ def optimizers(rank: int) -> dict:
     graft = lambda: as_graft("rmsprop", B2, GRAFT_EPS)  # noqa: E731
 
     def kronecker(r):
-        direction = sketchy.scale_by_kronecker(r, graft=graft(), start_preconditioning_step=10)
+        direction = sketchy.scale_by_kronecker(r, graft=graft(), start_preconditioning_step=START)
         return with_momentum_and_lr(direction, LR, nesterov=True)
 
     no_fd = rule._replace(update_block=_no_statistics)
@@ -72,7 +74,15 @@ def optimizers(rank: int) -> dict:
             no_fd._replace(apply_factor=_identity_apply)
         ),
         "kronecker, no FD": lambda: kronecker(no_fd),
-        "sketchy": lambda: sketchy.sketchy(LR, rank=rank),
+        "sketchy": lambda: sketchy.sketchy(
+            LR,
+            rank=rank,
+            b2=B2,
+            eps=EPS,
+            graft_eps=GRAFT_EPS,
+            update_freq=F,
+            start_preconditioning_step=START,
+        ),  # fmt: skip
     }
 
 
